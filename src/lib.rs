@@ -2,4 +2,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod config;
+pub mod errors;
+pub mod forward;
+pub mod metrics;
+pub mod server;
+pub mod tls;
+pub mod upstream;
+pub mod admin;
+pub mod certs;
+pub mod telemetry;

@@ -1,0 +1,153 @@
+//! Step 5, forward: turn the app's request head into the one Graph receives, and clean
+//! Graph's answer head before the app sees it.
+//!
+//! Hop-by-hop headers never cross the proxy (RFC 9110 7.6.1), `Host` is the upstream's,
+//! nothing that reveals the app's network (X-Forwarded-For and friends) is sent, and every
+//! request carries a `client-request-id` so it can be found in Graph's logs. The request
+//! target is always the configured upstream: an absolute-form URI naming another host only
+//! contributes its path and query.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{request, Version};
+
+use crate::config::Origin;
+use crate::errors::ProxyError;
+
+pub const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("client-request-id");
+
+/// Hop-by-hop by definition, whatever `Connection` says. `proxy-connection` is the
+/// non-standard one old clients still send.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers that would tell Graph about the app's network; the proxy speaks for itself.
+const REVEALING: [&str; 5] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
+
+/// Removes hop-by-hop headers, including every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The upstream URI for a request path: the configured origin, the app's path and query
+/// byte for byte.
+pub fn upstream_uri(origin: &Origin, path_and_query: Option<&PathAndQuery>) -> Result<Uri, ProxyError> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(origin.scheme.clone());
+    parts.authority = Some(origin.authority.clone());
+    parts.path_and_query = Some(
+        path_and_query
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("The request target is not a valid URI."))
+}
+
+/// Rewrites the request head in place for the upstream. Returns the `client-request-id`
+/// that Graph will see (the app's own, or one we made).
+pub fn prepare_request(parts: &mut request::Parts, origin: &Origin) -> Result<String, ProxyError> {
+    parts.uri = upstream_uri(origin, parts.uri.path_and_query())?;
+    // The pooled client speaks HTTP/2 to Graph when ALPN agrees whatever the app spoke; an
+    // HTTP/2 version here would be refused on an HTTP/1.1 connection.
+    parts.version = Version::HTTP_11;
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    for name in REVEALING {
+        headers.remove(name);
+    }
+    // The client sets Host from the URI when none is present.
+    headers.remove(header::HOST);
+    let id = match headers.get(&CLIENT_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        Some(id) => id.to_owned(),
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                headers.insert(CLIENT_REQUEST_ID, value);
+            }
+            id
+        }
+    };
+    Ok(id)
+}
+
+/// Cleans Graph's answer head before it goes back to the app.
+pub fn prepare_response(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> Origin {
+        Origin {
+            scheme: http::uri::Scheme::HTTPS,
+            authority: http::uri::Authority::from_static("graph.microsoft.com"),
+        }
+    }
+
+    #[test]
+    fn headers_named_in_connection_are_dropped_with_the_standard_ones() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, X-Secret-Hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("prefer", HeaderValue::from_static("return=minimal"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("prefer"));
+    }
+
+    #[test]
+    fn absolute_form_target_for_another_host_goes_to_the_configured_upstream() {
+        let req = http::Request::get("http://evil.example/v1.0/me?$top=1")
+            .header("host", "evil.example")
+            .header("x-forwarded-for", "10.0.0.1")
+            .body(())
+            .unwrap();
+        let (mut parts, _) = req.into_parts();
+        let id = prepare_request(&mut parts, &origin()).unwrap();
+        assert_eq!(parts.uri, "https://graph.microsoft.com/v1.0/me?$top=1");
+        assert!(parts.headers.get("host").is_none());
+        assert!(parts.headers.get("x-forwarded-for").is_none());
+        assert_eq!(parts.headers[CLIENT_REQUEST_ID], id.as_str());
+    }
+
+    #[test]
+    fn an_apps_own_client_request_id_is_kept() {
+        let req = http::Request::get("/v1.0/me")
+            .header("client-request-id", "abc-123")
+            .body(())
+            .unwrap();
+        let (mut parts, _) = req.into_parts();
+        assert_eq!(prepare_request(&mut parts, &origin()).unwrap(), "abc-123");
+    }
+}
