@@ -114,6 +114,19 @@ fn parse_san(s: &str) -> Result<SanType, CertsError> {
     if let Ok(ip) = s.parse::<std::net::IpAddr>() {
         return Ok(SanType::IpAddress(ip));
     }
+    // rcgen accepts any IA5 string; a certificate with a name no client can match would only
+    // fail later, so refuse it now.
+    let valid_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let wildcard_free = s.strip_prefix("*.").unwrap_or(s);
+    if s.len() > 253 || !wildcard_free.split('.').all(valid_label) {
+        return Err(CertsError::BadSan(s.to_owned()));
+    }
     let name = s
         .to_owned()
         .try_into()

@@ -1,1 +1,182 @@
-fn main() {}
+//! The command line: `run` (the default), `check`, `certs init`, `sim` and `demo`.
+//!
+//! Exit codes: 0 ok; 2 bad config or arguments (the message names the key or flag); 1 a
+//! runtime failure. Logs go to stderr; the addresses a command listens on go to stdout, one
+//! line each, so scripts and tests can read them.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use immutable_id_proxy::admin::ShutdownTrigger;
+use immutable_id_proxy::app::{self, App};
+use immutable_id_proxy::config::{self, Overrides};
+use immutable_id_proxy::{certs, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "immutable-id-proxy",
+    version,
+    about = "A Microsoft Graph proxy that gives legacy apps immutable Outlook IDs",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: ConfigArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run(ConfigArgs),
+    /// Validate the config and print the effective settings with where each came from.
+    Check(ConfigArgs),
+    /// Local CA and listener certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Args, Default)]
+struct ConfigArgs {
+    /// Config file [default: ./config.toml; built-in defaults when it does not exist]
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listener address, overriding listen.addr
+    #[arg(long)]
+    listen: Option<String>,
+    /// Upstream URL, overriding upstream.url
+    #[arg(long)]
+    upstream: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a local CA and a listener certificate signed by it.
+    Init {
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Extra DNS name or IP address for the listener certificate (repeatable)
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Replace existing keys
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => run(cli.run),
+        Some(Command::Run(args)) => run(args),
+        Some(Command::Check(args)) => check(args),
+        Some(Command::Certs(CertsCommand::Init { dir, sans, force })) => {
+            match certs::init(&dir, &sans, force) {
+                Ok(created) => {
+                    print!("{}", certs::trust_instructions(&created));
+                    ExitCode::SUCCESS
+                }
+                Err(e @ certs::CertsError::Exists(_)) | Err(e @ certs::CertsError::BadSan(_)) => {
+                    eprintln!("certs init: {e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("certs init: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn load(args: &ConfigArgs) -> Result<config::Loaded, ExitCode> {
+    let overrides = Overrides {
+        listen: args.listen.clone(),
+        upstream: args.upstream.clone(),
+    };
+    config::load(args.config.as_deref(), std::env::vars(), &overrides).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::from(2)
+    })
+}
+
+fn check(args: ConfigArgs) -> ExitCode {
+    let loaded = match load(&args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    print!("{}", loaded.describe());
+    for feature in app::inactive_features(&loaded.config) {
+        println!("# note: {feature}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(args: ConfigArgs) -> ExitCode {
+    let loaded = match load(&args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let config = loaded.config;
+    telemetry::init(config.log.format, config.log.level);
+    match &loaded.file {
+        Some(path) => tracing::info!(config = %path.display(), "config loaded"),
+        None => tracing::info!("no config file; using built-in defaults"),
+    }
+    let app = match App::build(config) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let bound = match app.bind().await {
+            Ok(bound) => bound,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let scheme = if app.is_tls() { "https" } else { "http" };
+        if let (Some(proxy), Some(admin)) = (bound.proxy_addr(), bound.admin_addr()) {
+            println!("proxy listening on {scheme}://{proxy}");
+            println!("admin listening on http://{admin}");
+        }
+        let shutdown = ShutdownTrigger::new();
+        tokio::spawn(trigger_on_signals(shutdown.clone()));
+        app.run(bound, shutdown).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGTERM and SIGINT both start the drain; a second signal is not needed (the drain has its
+/// own deadline).
+async fn trigger_on_signals(shutdown: ShutdownTrigger) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C still works");
+            let _ = tokio::signal::ctrl_c().await;
+            shutdown.trigger();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    shutdown.trigger();
+}

@@ -1,0 +1,176 @@
+//! Wiring: a validated `Config` becomes one `App` (upstream client, metrics, TLS identity),
+//! which then serves already-bound listeners until shutdown.
+//!
+//! Everything that can fail because of a file or a setting fails in `App::build`, before any
+//! port is bound, so a bad config never leaves a half-started proxy behind.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use crate::admin::{Admin, ShutdownTrigger};
+use crate::config::{Backend, Config};
+use crate::metrics::Metrics;
+use crate::pipeline::{Proxy, Route};
+use crate::server::{self, ServeOptions};
+use crate::tls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A setting that passed validation but could not be put to use (a PEM file with no key).
+    #[error("{key}: {source}")]
+    Setting {
+        key: &'static str,
+        #[source]
+        source: tls::TlsError,
+    },
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct App {
+    config: Config,
+    proxy: Arc<Proxy>,
+    tls: Option<TlsAcceptor>,
+    metrics: Arc<Metrics>,
+}
+
+/// Listeners bound before serving, so callers (and tests on port 0) know the addresses.
+pub struct Bound {
+    pub proxy: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Bound {
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.proxy.local_addr().ok()
+    }
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.local_addr().ok()
+    }
+}
+
+impl App {
+    pub fn build(config: Config) -> Result<App, StartupError> {
+        let metrics = Arc::new(Metrics::new());
+        let proxy = Proxy::new(&config, metrics.clone()).map_err(|source| StartupError::Setting {
+            key: "upstream.ca_file",
+            source,
+        })?;
+        let tls = match &config.listen.tls {
+            Some(files) => Some(TlsAcceptor::from(
+                tls::server_config(&files.cert, &files.key).map_err(|source| {
+                    StartupError::Setting {
+                        key: "listen.tls_cert",
+                        source,
+                    }
+                })?,
+            )),
+            None => None,
+        };
+        Ok(App {
+            config,
+            proxy: Arc::new(proxy),
+            tls,
+            metrics,
+        })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    pub async fn bind(&self) -> Result<Bound, StartupError> {
+        let bind = |key, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartupError::Bind { key, addr, source })
+        };
+        Ok(Bound {
+            proxy: bind("listen.addr", self.config.listen.addr).await?,
+            admin: bind("admin.addr", self.config.admin.addr).await?,
+        })
+    }
+
+    /// Serves until `shutdown` is triggered (signal or `POST /shutdown`), then drains.
+    pub async fn run(self, bound: Bound, shutdown: ShutdownTrigger) {
+        for feature in inactive_features(&self.config) {
+            warn!("{feature}");
+        }
+        let admin = Arc::new(Admin::new(self.metrics.clone(), shutdown.clone()));
+        let admin_stop = ShutdownTrigger::new();
+        let admin_task = {
+            let admin = admin.clone();
+            let stop = admin_stop.triggered();
+            tokio::spawn(server::serve(
+                bound.admin,
+                None,
+                move |req, _peer| admin.clone().handle(req),
+                ServeOptions::default(),
+                stop,
+            ))
+        };
+
+        let options = ServeOptions {
+            header_read_timeout: self.config.listen.header_read_timeout,
+            max_connections: self.config.listen.max_connections.get(),
+            ..ServeOptions::default()
+        };
+        let proxy = self.proxy.clone();
+        let draining = {
+            let admin = admin.clone();
+            let triggered = shutdown.triggered();
+            async move {
+                triggered.await;
+                // Readiness drops before the listener closes, so a load balancer stops
+                // sending while in-flight requests finish.
+                admin.ready.store(false, Ordering::Release);
+                info!("shutting down: no new connections, draining in-flight requests");
+            }
+        };
+        admin.ready.store(true, Ordering::Release);
+        info!("ready");
+        server::serve(
+            bound.proxy,
+            self.tls.clone(),
+            move |req, _peer| proxy.clone().handle(req, Route::Reverse),
+            options,
+            draining,
+        )
+        .await;
+        admin_stop.trigger();
+        let _ = admin_task.await;
+        info!("stopped");
+    }
+}
+
+/// Sections that are configured on but not built yet: parsed and validated, never silently
+/// ignored.
+pub fn inactive_features(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.rate_limit.enabled {
+        out.push("rate_limit: not active yet in this build (requests are not limited)".to_owned());
+    }
+    if config.rewrite.enabled {
+        out.push("rewrite: not active yet in this build (IDs are not translated)".to_owned());
+    }
+    if config.shared.backend == Backend::Redis {
+        out.push("shared.backend: redis is not active yet in this build (state is local)".to_owned());
+    }
+    if config.forward_proxy.enabled {
+        out.push("forward_proxy: not active yet in this build (no drop-in listener)".to_owned());
+    }
+    if config.upstream.proxy.is_some() {
+        out.push("upstream.proxy: not active yet in this build (Graph is reached directly)".to_owned());
+    }
+    out
+}
