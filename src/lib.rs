@@ -21,3 +21,4 @@ pub mod json_scan;
 pub mod links;
 pub mod pipeline;
 pub mod prefer;
+pub mod exchange_id;

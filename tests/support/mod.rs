@@ -1,0 +1,365 @@
+//! Shared test harness: the real binary on 127.0.0.1:0, the simulator as upstream, and real
+//! HTTP/1.1 and HTTP/2 clients (plain and TLS).
+//!
+//! Nothing here sleeps or uses fixed ports: processes print the addresses they bound, and
+//! the harness reads them back.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use immutable_id_proxy::sim::{self, Simulator};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_immutable-id-proxy");
+
+/// A fresh temporary directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("idproxy-{tag}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir is creatable");
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The simulator, served in-process on its own loopback port.
+pub struct Sim {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub state: Arc<Simulator>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Sim {
+    pub async fn start() -> Sim {
+        Self::start_with_tls(None).await
+    }
+
+    pub async fn start_with_tls(tls: Option<tokio_rustls::TlsAcceptor>) -> Sim {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
+        let addr = listener.local_addr().expect("sim addr");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let state = Simulator::new();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(sim::serve(state.clone(), listener, tls, async move {
+            let _ = stopped.await;
+        }));
+        Sim {
+            addr,
+            url: format!("{scheme}://{addr}"),
+            state,
+            stop: Some(stop),
+        }
+    }
+
+    /// What the simulator received, newest last.
+    pub async fn requests(&self) -> Vec<Value> {
+        let client = HttpClient::h1();
+        let (status, _, body) = client.get(&format!("http://{}/sim/requests", self.addr)).await;
+        assert_eq!(status, 200);
+        let json: Value = serde_json::from_slice(&body).expect("sim requests is JSON");
+        match json {
+            Value::Array(items) => items,
+            Value::Object(mut map) => match map.remove("requests").or_else(|| map.remove("value")) {
+                Some(Value::Array(items)) => items,
+                _ => panic!("unexpected /sim/requests shape"),
+            },
+            _ => panic!("unexpected /sim/requests shape"),
+        }
+    }
+
+    /// The last request the simulator received whose URI contains `needle`.
+    pub async fn last_request_to(&self, needle: &str) -> Value {
+        self.requests()
+            .await
+            .into_iter()
+            .rev()
+            .find(|r| r["uri"].as_str().is_some_and(|u| u.contains(needle)))
+            .unwrap_or_else(|| panic!("simulator saw no request to {needle}"))
+    }
+
+    pub async fn stats(&self) -> Value {
+        let client = HttpClient::h1();
+        let (_, _, body) = client.get(&format!("http://{}/sim/stats", self.addr)).await;
+        serde_json::from_slice(&body).expect("sim stats is JSON")
+    }
+
+    pub async fn configure(&self, switches: Value) {
+        let client = HttpClient::h1();
+        let (status, _, _) = client
+            .send(
+                Request::post(format!("http://{}/sim/config", self.addr))
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(switches.to_string())))
+                    .expect("valid request"),
+            )
+            .await;
+        assert!(status.is_success(), "sim config refused: {status}");
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Header value from a recorded simulator request (names compared case-insensitively).
+pub fn recorded_header(request: &Value, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    match &request["headers"] {
+        Value::Array(pairs) => {
+            for pair in pairs {
+                let (n, v) = match pair {
+                    Value::Array(kv) if kv.len() == 2 => (kv[0].as_str(), kv[1].as_str()),
+                    Value::Object(o) => (
+                        o.get("name").and_then(Value::as_str),
+                        o.get("value").and_then(Value::as_str),
+                    ),
+                    _ => (None, None),
+                };
+                if let (Some(n), Some(v)) = (n, v) {
+                    if n.eq_ignore_ascii_case(name) {
+                        out.push(v.to_owned());
+                    }
+                }
+            }
+        }
+        Value::Object(map) => {
+            for (n, v) in map {
+                if n.eq_ignore_ascii_case(name) {
+                    match v {
+                        Value::String(s) => out.push(s.clone()),
+                        Value::Array(vs) => out.extend(vs.iter().filter_map(|v| v.as_str().map(str::to_owned))),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The real binary, running `run` with a config file written for the test.
+pub struct ProxyProcess {
+    pub child: Child,
+    pub url: String,
+    pub admin: String,
+    pub dir: TempDir,
+    pub stderr: Option<std::process::ChildStderr>,
+}
+
+impl ProxyProcess {
+    /// Starts `immutable-id-proxy run` with `config` (TOML) plus listen/admin on port 0.
+    pub fn start(config: &str) -> ProxyProcess {
+        Self::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> ProxyProcess {
+        let dir = TempDir::new("proxy");
+        let path = dir.join("config.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut command = Command::new(BIN);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start the proxy binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut url = None;
+        let mut admin = None;
+        while url.is_none() || admin.is_none() {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(rest) = line.strip_prefix("proxy listening on ") {
+                        url = Some(rest.trim().to_owned());
+                    } else if let Some(rest) = line.strip_prefix("admin listening on ") {
+                        admin = Some(rest.trim().to_owned());
+                    }
+                }
+                _ => {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        use std::io::Read;
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    panic!("proxy exited before listening: {err}");
+                }
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let stderr = child.stderr.take();
+        ProxyProcess {
+            child,
+            url: url.unwrap_or_default(),
+            admin: admin.unwrap_or_default(),
+            dir,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name through the real `kill` command.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for exit and returns the exit code plus everything written to stderr.
+    pub fn wait(mut self) -> (Option<i32>, String) {
+        let mut err = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        let status = self.child.wait().expect("wait for proxy");
+        (status.code(), err)
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config for a proxy in front of `upstream`, on loopback port 0 for both listeners.
+pub fn config_for(upstream: &str, extra: &str) -> String {
+    format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"{upstream}\"\nrequest_timeout_ms = 20000\n\n[admin]\naddr = \"127.0.0.1:0\"\n\n[log]\nlevel = \"debug\"\n{extra}"
+    )
+}
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// A real HTTP client: HTTP/1.1 or HTTP/2, plain or TLS with a given CA.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<Connector, Full<Bytes>>,
+}
+
+impl HttpClient {
+    pub fn h1() -> HttpClient {
+        Self::build(None, false)
+    }
+
+    pub fn with_ca(ca: &Path, http2: bool) -> HttpClient {
+        Self::build(Some(ca), http2)
+    }
+
+    fn build(ca: Option<&Path>, http2: bool) -> HttpClient {
+        immutable_id_proxy::tls::install_crypto_provider();
+        let tls = immutable_id_proxy::tls::client_config(ca).expect("client TLS config");
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let connector = if http2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
+        let mut client = Client::builder(TokioExecutor::new());
+        if http2 {
+            client.http2_only(true);
+        }
+        HttpClient {
+            client: client.build(connector),
+        }
+    }
+
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
+        let response: Response<hyper::body::Incoming> =
+            self.client.request(req).await.expect("request reaches the server");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("whole body").to_bytes();
+        (parts.status, parts.headers, body)
+    }
+
+    pub async fn get(&self, url: &str) -> (StatusCode, HeaderMap, Bytes) {
+        self.send(Request::get(url).body(Full::default()).expect("valid request"))
+            .await
+    }
+
+    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
+        let mut req = Request::get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(req.body(Full::default()).expect("valid request")).await
+    }
+
+    pub fn raw(&self) -> &Client<Connector, Full<Bytes>> {
+        &self.client
+    }
+}
+
+/// An unsigned test token for a seeded simulator user.
+pub fn token_for(upn: &str) -> String {
+    let user = sim::SEED_USERS
+        .iter()
+        .find(|u| u.upn.eq_ignore_ascii_case(upn))
+        .unwrap_or_else(|| panic!("no seeded user {upn}"));
+    sim::token::mint(user.tenant_id, user.user_id, "11111111-2222-3333-4444-555555555555", false)
+}
+
+pub fn bearer(upn: &str) -> String {
+    format!("Bearer {}", token_for(upn))
+}
+
+pub const ADELE: &str = "adelev@contoso.onmicrosoft.com";
