@@ -97,8 +97,9 @@ impl Admin {
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::full(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }

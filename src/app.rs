@@ -62,10 +62,11 @@ impl Bound {
 impl App {
     pub fn build(config: Config) -> Result<App, StartupError> {
         let metrics = Arc::new(Metrics::new());
-        let proxy = Proxy::new(&config, metrics.clone()).map_err(|source| StartupError::Setting {
-            key: "upstream.ca_file",
-            source,
-        })?;
+        let proxy =
+            Proxy::new(&config, metrics.clone()).map_err(|source| StartupError::Setting {
+                key: "upstream.ca_file",
+                source,
+            })?;
         let tls = match &config.listen.tls {
             Some(files) => Some(TlsAcceptor::from(
                 tls::server_config(&files.cert, &files.key).map_err(|source| {
@@ -164,13 +165,17 @@ pub fn inactive_features(config: &Config) -> Vec<String> {
         out.push("rewrite: not active yet in this build (IDs are not translated)".to_owned());
     }
     if config.shared.backend == Backend::Redis {
-        out.push("shared.backend: redis is not active yet in this build (state is local)".to_owned());
+        out.push(
+            "shared.backend: redis is not active yet in this build (state is local)".to_owned(),
+        );
     }
     if config.forward_proxy.enabled {
         out.push("forward_proxy: not active yet in this build (no drop-in listener)".to_owned());
     }
     if config.upstream.proxy.is_some() {
-        out.push("upstream.proxy: not active yet in this build (Graph is reached directly)".to_owned());
+        out.push(
+            "upstream.proxy: not active yet in this build (Graph is reached directly)".to_owned(),
+        );
     }
     out
 }

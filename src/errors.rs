@@ -84,9 +84,10 @@ impl ProxyError {
     pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
         let mut response = graph_error(self.status(), self.code(), self.message(), request_id);
         if let ProxyError::TooManyRequests { retry_after } = self {
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(retry_after)));
+            response.headers_mut().insert(
+                RETRY_AFTER,
+                HeaderValue::from(retry_after_seconds(retry_after)),
+            );
         }
         response
     }

@@ -58,7 +58,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The upstream URI for a request path: the configured origin, the app's path and query
 /// byte for byte.
-pub fn upstream_uri(origin: &Origin, path_and_query: Option<&PathAndQuery>) -> Result<Uri, ProxyError> {
+pub fn upstream_uri(
+    origin: &Origin,
+    path_and_query: Option<&PathAndQuery>,
+) -> Result<Uri, ProxyError> {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(origin.scheme.clone());
     parts.authority = Some(origin.authority.clone());
@@ -67,7 +70,8 @@ pub fn upstream_uri(origin: &Origin, path_and_query: Option<&PathAndQuery>) -> R
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
     );
-    Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("The request target is not a valid URI."))
+    Uri::from_parts(parts)
+        .map_err(|_| ProxyError::BadRequest("The request target is not a valid URI."))
 }
 
 /// Rewrites the request head in place for the upstream. Returns the `client-request-id`
@@ -84,7 +88,10 @@ pub fn prepare_request(parts: &mut request::Parts, origin: &Origin) -> Result<St
     }
     // The client sets Host from the URI when none is present.
     headers.remove(header::HOST);
-    let id = match headers.get(&CLIENT_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+    let id = match headers
+        .get(&CLIENT_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(id) => id.to_owned(),
         None => {
             let id = uuid::Uuid::new_v4().to_string();
@@ -116,7 +123,10 @@ mod tests {
     #[test]
     fn headers_named_in_connection_are_dropped_with_the_standard_ones() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, X-Secret-Hop"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("te", HeaderValue::from_static("trailers"));

@@ -99,7 +99,11 @@ fn load(args: &ConfigArgs) -> Result<config::Loaded, ExitCode> {
         listen: args.listen.clone(),
         upstream: args.upstream.clone(),
     };
-    config::load(args.config.as_deref(), std::env::vars(), &overrides).map_err(|errors| {
+    // vars_os: std::env::vars() panics on a variable that is not Unicode; such a variable
+    // cannot be one of ours, so it is skipped.
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    config::load(args.config.as_deref(), env, &overrides).map_err(|errors| {
         eprintln!("{errors}");
         ExitCode::from(2)
     })
@@ -135,7 +139,10 @@ fn run(args: ConfigArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

@@ -80,7 +80,11 @@ impl Proxy {
     }
 
     /// The error boundary: every request gets an answer we built or Graph's own.
-    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>, route: Route) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        route: Route,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let method = req.method().clone();
         let path = short_path(req.uri().path());
@@ -155,7 +159,9 @@ impl Proxy {
         let body = match body {
             BatchBody::Unchanged(body) => body,
             BatchBody::Rewritten(bytes) => {
-                parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                parts
+                    .headers
+                    .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
                 ProxyBody::full(bytes)
             }
         };
@@ -201,7 +207,9 @@ impl Proxy {
         if parts.method != Method::POST || !batch::is_batch_path(parts.uri.path()) {
             return Ok(BatchBody::Unchanged(body.into()));
         }
-        if !is_identity_coded(&parts.headers) || declared_length(&parts.headers).is_some_and(|n| n > self.max_body) {
+        if !is_identity_coded(&parts.headers)
+            || declared_length(&parts.headers).is_some_and(|n| n > self.max_body)
+        {
             info!(path = %short_path(parts.uri.path()), "$batch body is compressed or over rewrite.max_body_bytes; streamed untouched");
             return Ok(BatchBody::Unchanged(body.into()));
         }
@@ -223,7 +231,10 @@ impl Proxy {
                 return None;
             }
             let existing: Vec<&[u8]> = existing.map(str::as_bytes).into_iter().collect();
-            prefer::merge(&existing, mode).to_str().ok().map(str::to_owned)
+            prefer::merge(&existing, mode)
+                .to_str()
+                .ok()
+                .map(str::to_owned)
         });
         match rewritten {
             Some(new) => Ok(BatchBody::Rewritten(Bytes::from(new))),
@@ -266,7 +277,9 @@ impl Proxy {
                 parts.headers.insert(name, value);
             }
         }
-        if !is_json(&parts.headers) || declared_length(&parts.headers).is_some_and(|n| n == 0 || n > self.max_body) {
+        if !is_json(&parts.headers)
+            || declared_length(&parts.headers).is_some_and(|n| n == 0 || n > self.max_body)
+        {
             return Ok(Response::from_parts(parts, body.into()));
         }
         let Some(coding) = Coding::from_header(parts.headers.get(CONTENT_ENCODING)) else {
@@ -281,7 +294,9 @@ impl Proxy {
         };
         let new_body = rewrite_json_links(links, coding, &bytes, self.max_body);
         let bytes = new_body.map_or(bytes, Bytes::from);
-        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         Ok(Response::from_parts(parts, ProxyBody::full(bytes)))
     }
 }
@@ -293,7 +308,12 @@ enum BatchBody {
 
 /// The rewritten body, or None to send the original bytes (nothing to change, not JSON,
 /// or a compressed body we could not decode).
-fn rewrite_json_links(links: &LinkRewriter, coding: Coding, bytes: &[u8], limit: usize) -> Option<Vec<u8>> {
+fn rewrite_json_links(
+    links: &LinkRewriter,
+    coding: Coding,
+    bytes: &[u8],
+    limit: usize,
+) -> Option<Vec<u8>> {
     let plain = match coding {
         Coding::Identity => None,
         coding => Some(content_coding::decode(coding, bytes, limit).ok()?),
@@ -346,7 +366,10 @@ fn is_json(headers: &HeaderMap) -> bool {
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or("").trim())
-        .is_some_and(|mime| mime.eq_ignore_ascii_case("application/json") || mime.to_ascii_lowercase().ends_with("+json"))
+        .is_some_and(|mime| {
+            mime.eq_ignore_ascii_case("application/json")
+                || mime.to_ascii_lowercase().ends_with("+json")
+        })
 }
 
 /// The error and its causes on one line, for the log. Causes here are transport errors;

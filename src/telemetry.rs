@@ -31,7 +31,12 @@ pub fn init(format: LogFormat, level: LogLevel) {
 }
 
 /// Headers whose values are credentials.
-const SECRET_HEADERS: [&str; 4] = ["authorization", "cookie", "proxy-authorization", "set-cookie"];
+const SECRET_HEADERS: [&str; 4] = [
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "set-cookie",
+];
 
 /// Debug view of a header map with credential values replaced.
 pub struct RedactedHeaders<'a>(pub &'a HeaderMap);
