@@ -17,8 +17,9 @@ pub enum ProxyBody {
     Empty,
     Full(Option<Bytes>),
     Stream(Incoming),
-    /// Bytes already read from `rest`, sent before it.
-    Prefixed(Option<Bytes>, Incoming),
+    /// Bytes already read from `rest`, sent before it. Boxed: only bodies found too large
+    /// to rewrite take this path.
+    Prefixed(Option<Bytes>, Box<ProxyBody>),
 }
 
 impl ProxyBody {
@@ -52,7 +53,7 @@ impl Body for ProxyBody {
             ProxyBody::Stream(body) => Pin::new(body).poll_frame(cx),
             ProxyBody::Prefixed(prefix, rest) => match prefix.take() {
                 Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
-                None => Pin::new(rest).poll_frame(cx),
+                None => Pin::new(rest.as_mut()).poll_frame(cx),
             },
         }
     }
@@ -98,7 +99,13 @@ pub enum Collected {
 
 /// Reads `body` into memory if it ends within `limit` bytes; otherwise hands back a body that
 /// replays what was read and streams the rest, so nothing is lost either way.
-pub async fn collect_limited(mut body: Incoming, limit: usize) -> Result<Collected, hyper::Error> {
+pub async fn collect_limited(mut body: ProxyBody, limit: usize) -> Result<Collected, hyper::Error> {
+    match body {
+        ProxyBody::Empty => return Ok(Collected::Whole(Bytes::new())),
+        ProxyBody::Full(Some(bytes)) if bytes.len() <= limit => return Ok(Collected::Whole(bytes)),
+        ProxyBody::Full(None) => return Ok(Collected::Whole(Bytes::new())),
+        _ => {}
+    }
     let mut buffer = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame?;
@@ -107,7 +114,7 @@ pub async fn collect_limited(mut body: Incoming, limit: usize) -> Result<Collect
             if buffer.len() > limit {
                 return Ok(Collected::TooLarge(ProxyBody::Prefixed(
                     Some(buffer.freeze()),
-                    body,
+                    Box::new(body),
                 )));
             }
         }

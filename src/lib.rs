@@ -1,4 +1,32 @@
 //! immutable-id-proxy: a Microsoft Graph proxy that gives legacy apps immutable Outlook IDs.
+//!
+//! Outlook items get a new Graph ID whenever they move between folders. Graph returns IDs
+//! that never change only when a request carries `Prefer: IdType="ImmutableId"`. This proxy
+//! sits between an app that cannot be changed and Graph, and adds that header to every
+//! request and every `$batch` sub-request, on the way keeping the app inside Graph's limits.
+//!
+//! ```text
+//!   app ──HTTP/1.1, h2, TLS──▶ server ──▶ pipeline::Proxy::handle (one error boundary)
+//!                                           │
+//!     1 identify      identity.rs      tenant/app/mailbox from the JWT and the path
+//!     2 admit         (issue #4)       per-tenant and per-mailbox limits
+//!     3 rewrite_ids   (issue #5)       legacy IDs -> immutable IDs
+//!     4 apply_prefer  prefer.rs,       one Prefer line with IdType="ImmutableId",
+//!                     batch.rs         also inside every $batch sub-request
+//!     5 forward       forward.rs,      hop-by-hop out, Host/target = upstream,
+//!                     upstream.rs      pooled HTTP/1.1 + h2 client, timeouts
+//!     6 retries       (issue #4)       Retry-After, backoff, Retry-Attempt
+//!     7 rewrite_links links.rs,        nextLink/deltaLink/Location -> public_base_url
+//!                     json_scan.rs,    byte-preserving JSON edits,
+//!                     content_coding   gzip/deflate/br
+//!                                           │
+//!   app ◀──────────────────────────── answer (Graph's, or errors.rs in Graph's shape)
+//! ```
+//!
+//! `config.rs` validates everything before `app.rs` binds a port; `admin.rs` serves
+//! /healthz, /readyz, /metrics and /shutdown; `certs.rs` makes the local CA. The Graph
+//! simulator used by `sim`, `demo` and the tests lives apart in `sim/`, and product code
+//! never reaches into it.
 
 #![forbid(unsafe_code)]
 
@@ -12,12 +40,14 @@ pub mod content_coding;
 pub mod errors;
 pub mod exchange_id;
 pub mod forward;
+pub mod id_rewrite;
 pub mod identity;
 pub mod json_scan;
 pub mod links;
 pub mod metrics;
 pub mod pipeline;
 pub mod prefer;
+pub mod retry;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

@@ -9,8 +9,9 @@
 //! records metrics and writes the access-log line. Reverse-proxied and intercepted requests
 //! take the same path; only link rewriting differs (see `Route`).
 
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
@@ -31,6 +32,7 @@ use crate::identity::{identify, Identity};
 use crate::links::LinkRewriter;
 use crate::metrics::Metrics;
 use crate::prefer::{self, SkipList};
+use crate::retry::{self, Backoff, RETRY_ATTEMPT};
 use crate::telemetry::short_path;
 use crate::tls::TlsError;
 use crate::upstream::Upstream;
@@ -56,6 +58,8 @@ pub struct Proxy {
     links: Option<LinkRewriter>,
     /// Largest body held in memory to rewrite; larger ones stream through untouched.
     max_body: usize,
+    max_retries: u32,
+    backoff: Backoff,
     pub metrics: Arc<Metrics>,
 }
 
@@ -75,6 +79,11 @@ impl Proxy {
             skip: SkipList::new(&config.immutable_id.skip),
             links: LinkRewriter::new(&config.upstream.url, &config.listen.public_base_url),
             max_body: config.rewrite.max_body_bytes.get(),
+            max_retries: config.upstream.max_retries,
+            backoff: Backoff {
+                base: config.upstream.retry_base_delay,
+                max: config.upstream.retry_max_delay,
+            },
             metrics,
         })
     }
@@ -156,23 +165,127 @@ impl Proxy {
 
         // 5. forward: hop-by-hop headers out, Host and target from the configured upstream.
         forward::prepare_request(&mut parts, &self.upstream.origin)?;
-        let body = match body {
-            BatchBody::Unchanged(body) => body,
-            BatchBody::Rewritten(bytes) => {
-                parts
-                    .headers
-                    .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                ProxyBody::full(bytes)
-            }
-        };
-        let upstream_request = Request::from_parts(parts, body);
 
-        // 6. retries with Retry-After and backoff wrap this send (issue #4).
-        exchange.attempts += 1;
-        let response = self.upstream.send(upstream_request, &self.metrics).await?;
+        // 6. retries: 429/503/504 from Graph are retried here, with Retry-After or backoff,
+        //    for requests that can be sent again; throttled $batch sub-requests too.
+        let response = self.forward_with_retries(&parts, body, exchange).await?;
 
         // 7. rewrite_links, on the reverse listener only.
         self.finish_response(response, route, prefer_sent).await
+    }
+
+    /// Sends the request, and sends it again while Graph answers 429/503/504 and the rules
+    /// of step 6 allow: the app (or its SDK) does not retry itself, and the body can be
+    /// replayed. After the last try Graph's own answer goes back unchanged.
+    async fn forward_with_retries(
+        &self,
+        parts: &request::Parts,
+        body: Outgoing,
+        exchange: &mut Exchange,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let held = match body {
+            Outgoing::Stream(body) => {
+                exchange.attempts = 1;
+                let request = Request::from_parts(clone_head(parts, None, 0), body);
+                let response = self.upstream.send(request, &self.metrics).await?;
+                return Ok(response.map(ProxyBody::from));
+            }
+            Outgoing::Held { bytes, batch } => (bytes, batch),
+        };
+        let (bytes, batch) = held;
+        let may_retry = self.max_retries > 0
+            && !retry::client_retries_itself(&parts.headers)
+            && (batch || retry::is_replayable_method(&parts.method));
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            exchange.attempts = attempt;
+            let request = Request::from_parts(
+                clone_head(parts, Some(bytes.len()), attempt),
+                ProxyBody::full(bytes.clone()),
+            );
+            let response = self.upstream.send(request, &self.metrics).await?;
+            let status = response.status().as_u16();
+            if !(may_retry && retry::is_retryable_status(status) && attempt <= self.max_retries) {
+                break response;
+            }
+            let retry_after = retry::retry_after_header(response.headers(), SystemTime::now());
+            let wait = self.backoff.delay(attempt, retry_after, jitter());
+            debug!(
+                status,
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "Graph asked us to wait; retrying"
+            );
+            drop(response);
+            self.metrics.upstream_retries.inc();
+            tokio::time::sleep(wait).await;
+        };
+        if batch && may_retry && response.status() == 200 && is_identity_coded(response.headers()) {
+            return self
+                .retry_batch_sub_requests(parts, &bytes, response, exchange)
+                .await;
+        }
+        Ok(response.map(ProxyBody::from))
+    }
+
+    /// A $batch answer is a 200 whose sub-responses may be 429/503/504; those are sent again
+    /// as a smaller batch and merged back, at most `max_retries` times.
+    async fn retry_batch_sub_requests(
+        &self,
+        parts: &request::Parts,
+        request_body: &Bytes,
+        response: Response<Incoming>,
+        exchange: &mut Exchange,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut head, body) = response.into_parts();
+        let mut current = match collect_limited(body.into(), self.max_body)
+            .await
+            .map_err(ProxyError::UpstreamBody)?
+        {
+            Collected::Whole(bytes) => bytes,
+            Collected::TooLarge(body) => return Ok(Response::from_parts(head, body)),
+        };
+        let mut round = 0;
+        while round < self.max_retries {
+            let Some(plan) = retry::batch_retry(request_body, &current) else {
+                break;
+            };
+            round += 1;
+            let wait = self.backoff.delay(round, plan.retry_after, jitter());
+            debug!(
+                sub_requests = plan.ids.len(),
+                round,
+                wait_ms = wait.as_millis() as u64,
+                "retrying throttled $batch sub-requests"
+            );
+            self.metrics.upstream_retries.inc();
+            tokio::time::sleep(wait).await;
+            exchange.attempts += 1;
+            let retry_body = Bytes::from(plan.body);
+            let request = Request::from_parts(
+                clone_head(parts, Some(retry_body.len()), round + 1),
+                ProxyBody::full(retry_body),
+            );
+            let answer = self.upstream.send(request, &self.metrics).await?;
+            if answer.status() != 200 || !is_identity_coded(answer.headers()) {
+                break;
+            }
+            let answer = match collect_limited(answer.into_body().into(), self.max_body)
+                .await
+                .map_err(ProxyError::UpstreamBody)?
+            {
+                Collected::Whole(bytes) => bytes,
+                Collected::TooLarge(_) => break,
+            };
+            match retry::merge_batch_responses(&current, &answer) {
+                Some(merged) => current = Bytes::from(merged),
+                None => break,
+            }
+        }
+        head.headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(current.len()));
+        Ok(Response::from_parts(head, ProxyBody::full(current)))
     }
 
     /// Merges the app's Prefer lines with ours, unless a skip pattern says this request
@@ -199,28 +312,39 @@ impl Proxy {
 
     /// `$batch`: Graph does not apply the outer Prefer to sub-requests, so each one gets its
     /// own. Only a JSON body within `max_body_bytes` is buffered; anything else streams on.
+    /// Also decides whether the body can be replayed for a retry: it can when it is empty or
+    /// held in memory.
     async fn apply_prefer_to_batch(
         &self,
         parts: &request::Parts,
         body: Incoming,
-    ) -> Result<BatchBody, ProxyError> {
-        if parts.method != Method::POST || !batch::is_batch_path(parts.uri.path()) {
-            return Ok(BatchBody::Unchanged(body.into()));
+    ) -> Result<Outgoing, ProxyError> {
+        let is_batch = parts.method == Method::POST && batch::is_batch_path(parts.uri.path());
+        if !is_batch {
+            return Ok(if http_body::Body::is_end_stream(&body) {
+                Outgoing::Held {
+                    bytes: Bytes::new(),
+                    batch: false,
+                }
+            } else {
+                Outgoing::Stream(body.into())
+            });
         }
+        let path = short_path(parts.uri.path());
         if !is_identity_coded(&parts.headers)
             || declared_length(&parts.headers).is_some_and(|n| n > self.max_body)
         {
-            info!(path = %short_path(parts.uri.path()), "$batch body is compressed or over rewrite.max_body_bytes; streamed untouched");
-            return Ok(BatchBody::Unchanged(body.into()));
+            info!(%path, "$batch body is compressed or over rewrite.max_body_bytes; streamed untouched");
+            return Ok(Outgoing::Stream(body.into()));
         }
-        let bytes = match collect_limited(body, self.max_body)
+        let bytes = match collect_limited(body.into(), self.max_body)
             .await
             .map_err(ProxyError::ClientBody)?
         {
             Collected::Whole(bytes) => bytes,
             Collected::TooLarge(body) => {
-                info!(path = %short_path(parts.uri.path()), "$batch body over rewrite.max_body_bytes; streamed untouched");
-                return Ok(BatchBody::Unchanged(body));
+                info!(%path, "$batch body over rewrite.max_body_bytes; streamed untouched");
+                return Ok(Outgoing::Stream(body));
             }
         };
         let mode = self.prefer_mode;
@@ -237,10 +361,16 @@ impl Proxy {
                 .map(str::to_owned)
         });
         match rewritten {
-            Some(new) => Ok(BatchBody::Rewritten(Bytes::from(new))),
+            Some(new) => Ok(Outgoing::Held {
+                bytes: Bytes::from(new),
+                batch: true,
+            }),
             None => {
-                debug!("$batch body is not a JSON batch; forwarded byte for byte");
-                Ok(BatchBody::Unchanged(ProxyBody::full(bytes)))
+                debug!(%path, "$batch body is not a JSON batch; forwarded byte for byte");
+                Ok(Outgoing::Held {
+                    bytes,
+                    batch: false,
+                })
             }
         }
     }
@@ -248,7 +378,7 @@ impl Proxy {
     /// Cleans Graph's answer and, on the reverse listener, points its links back at us.
     async fn finish_response(
         &self,
-        response: Response<Incoming>,
+        response: Response<ProxyBody>,
         route: Route,
         prefer_sent: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -266,7 +396,7 @@ impl Proxy {
         }
         let links = match (&self.links, route) {
             (Some(links), Route::Reverse) => links,
-            _ => return Ok(Response::from_parts(parts, body.into())),
+            _ => return Ok(Response::from_parts(parts, body)),
         };
         for name in [LOCATION, CONTENT_LOCATION] {
             let rewritten = parts
@@ -280,10 +410,10 @@ impl Proxy {
         if !is_json(&parts.headers)
             || declared_length(&parts.headers).is_some_and(|n| n == 0 || n > self.max_body)
         {
-            return Ok(Response::from_parts(parts, body.into()));
+            return Ok(Response::from_parts(parts, body));
         }
         let Some(coding) = Coding::from_header(parts.headers.get(CONTENT_ENCODING)) else {
-            return Ok(Response::from_parts(parts, body.into()));
+            return Ok(Response::from_parts(parts, body));
         };
         let bytes = match collect_limited(body, self.max_body)
             .await
@@ -301,9 +431,46 @@ impl Proxy {
     }
 }
 
-enum BatchBody {
-    Unchanged(ProxyBody),
-    Rewritten(Bytes),
+/// The request body as it leaves for Graph.
+enum Outgoing {
+    /// Streams through once; a request with such a body is never retried.
+    Stream(ProxyBody),
+    /// In memory (empty, or a $batch we read), so it can be sent again. `batch` marks a
+    /// $batch body whose sub-responses may be retried.
+    Held { bytes: Bytes, batch: bool },
+}
+
+/// The request head for one attempt. `body_len` is the held body's length (None: streamed,
+/// keep the app's framing); attempts after the first carry `Retry-Attempt`.
+fn clone_head(parts: &request::Parts, body_len: Option<usize>, attempt: u32) -> request::Parts {
+    let mut builder = Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .version(parts.version);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = parts.headers.clone();
+        if let Some(len) = body_len {
+            if len > 0 || headers.contains_key(CONTENT_LENGTH) {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+            }
+        }
+        if attempt > 1 {
+            headers.insert(RETRY_ATTEMPT, HeaderValue::from(attempt - 1));
+        }
+    }
+    // The builder only fails on invalid parts, and these came from a valid request.
+    match builder.body(()) {
+        Ok(request) => request.into_parts().0,
+        Err(_) => Request::new(()).into_parts().0,
+    }
+}
+
+/// A number in [0, 1) for backoff jitter: std's per-instance random hash keys are random
+/// enough to spread retries, and need no extra dependency.
+fn jitter() -> f64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The rewritten body, or None to send the original bytes (nothing to change, not JSON,

@@ -60,7 +60,9 @@ impl Sim {
     }
 
     pub async fn start_with_tls(tls: Option<tokio_rustls::TlsAcceptor>) -> Sim {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sim");
         let addr = listener.local_addr().expect("sim addr");
         let scheme = if tls.is_some() { "https" } else { "http" };
         let state = Simulator::new();
@@ -79,15 +81,19 @@ impl Sim {
     /// What the simulator received, newest last.
     pub async fn requests(&self) -> Vec<Value> {
         let client = HttpClient::h1();
-        let (status, _, body) = client.get(&format!("http://{}/sim/requests", self.addr)).await;
+        let (status, _, body) = client
+            .get(&format!("http://{}/sim/requests", self.addr))
+            .await;
         assert_eq!(status, 200);
         let json: Value = serde_json::from_slice(&body).expect("sim requests is JSON");
         match json {
             Value::Array(items) => items,
-            Value::Object(mut map) => match map.remove("requests").or_else(|| map.remove("value")) {
-                Some(Value::Array(items)) => items,
-                _ => panic!("unexpected /sim/requests shape"),
-            },
+            Value::Object(mut map) => {
+                match map.remove("requests").or_else(|| map.remove("value")) {
+                    Some(Value::Array(items)) => items,
+                    _ => panic!("unexpected /sim/requests shape"),
+                }
+            }
             _ => panic!("unexpected /sim/requests shape"),
         }
     }
@@ -156,7 +162,9 @@ pub fn recorded_header(request: &Value, name: &str) -> Vec<String> {
                 if n.eq_ignore_ascii_case(name) {
                     match v {
                         Value::String(s) => out.push(s.clone()),
-                        Value::Array(vs) => out.extend(vs.iter().filter_map(|v| v.as_str().map(str::to_owned))),
+                        Value::Array(vs) => {
+                            out.extend(vs.iter().filter_map(|v| v.as_str().map(str::to_owned)))
+                        }
                         _ => {}
                     }
                 }
@@ -261,7 +269,8 @@ impl ProxyProcess {
 
     /// Peak resident memory (VmHWM) in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -324,24 +333,36 @@ impl HttpClient {
     }
 
     pub async fn send(&self, req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, Bytes) {
-        let response: Response<hyper::body::Incoming> =
-            self.client.request(req).await.expect("request reaches the server");
+        let response: Response<hyper::body::Incoming> = self
+            .client
+            .request(req)
+            .await
+            .expect("request reaches the server");
         let (parts, body) = response.into_parts();
         let body = body.collect().await.expect("whole body").to_bytes();
         (parts.status, parts.headers, body)
     }
 
     pub async fn get(&self, url: &str) -> (StatusCode, HeaderMap, Bytes) {
-        self.send(Request::get(url).body(Full::default()).expect("valid request"))
-            .await
+        self.send(
+            Request::get(url)
+                .body(Full::default())
+                .expect("valid request"),
+        )
+        .await
     }
 
-    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
+    pub async fn get_with(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Bytes) {
         let mut req = Request::get(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        self.send(req.body(Full::default()).expect("valid request")).await
+        self.send(req.body(Full::default()).expect("valid request"))
+            .await
     }
 
     pub fn raw(&self) -> &Client<Connector, Full<Bytes>> {
@@ -355,7 +376,12 @@ pub fn token_for(upn: &str) -> String {
         .iter()
         .find(|u| u.upn.eq_ignore_ascii_case(upn))
         .unwrap_or_else(|| panic!("no seeded user {upn}"));
-    sim::token::mint(user.tenant_id, user.user_id, "11111111-2222-3333-4444-555555555555", false)
+    sim::token::mint(
+        user.tenant_id,
+        user.user_id,
+        "11111111-2222-3333-4444-555555555555",
+        false,
+    )
 }
 
 pub fn bearer(upn: &str) -> String {
