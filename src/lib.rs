@@ -49,6 +49,7 @@ pub mod pipeline;
 pub mod prefer;
 pub mod retry;
 pub mod server;
+pub mod sim;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
