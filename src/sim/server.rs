@@ -129,7 +129,7 @@ async fn answer(
     let reply = if path == "/sim" || path.starts_with("/sim/") {
         control(&sim, request, &request_id).await
     } else {
-        Reply::Graph(graph(&sim, request, &request_id).await)
+        Reply::Graph(graph(&sim, request).await)
     };
     let compress = lock(&sim.switches).compress;
     Ok(match reply {
@@ -185,11 +185,7 @@ fn record_arrival(sim: &Simulator, parts: &http::request::Parts, body_len: u64) 
     });
 }
 
-async fn graph(
-    sim: &Simulator,
-    request: Request<Incoming>,
-    request_id: &str,
-) -> Result<GraphReply, GraphError> {
+async fn graph(sim: &Simulator, request: Request<Incoming>) -> Result<GraphReply, GraphError> {
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_GRAPH_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -225,7 +221,6 @@ async fn graph(
                 GraphError::unauthenticated("CompactToken parsing failed with error code: 80049217")
             })?,
     };
-    let _ = request_id;
     match parse_route(path)? {
         Route::Batch { version } => {
             if parts.method != Method::POST {
