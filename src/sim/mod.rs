@@ -24,8 +24,10 @@
 //! ID is the same on every run. Tokens: `token::mint`, or `GET /sim/token?user=UPN`.
 
 pub mod batch;
+pub mod delta;
 pub mod ids;
 pub mod prefer;
+pub mod query;
 pub mod reply;
 pub mod resources;
 pub mod routes;

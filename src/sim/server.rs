@@ -262,7 +262,7 @@ async fn control(sim: &Simulator, request: Request<Incoming>, request_id: &str) 
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
     let param = |name: &str| {
-        super::routes::Query::parse(&query)
+        super::query::Query::parse(&query)
             .get(name)
             .map(str::to_string)
     };
@@ -369,7 +369,7 @@ fn download(sim: &Simulator, request: Request<Incoming>, request_id: &str) -> Re
     let (parts, _body) = request.into_parts();
     record_arrival(sim, &parts, 0);
     let query = parts.uri.query().unwrap_or("");
-    let Some(total) = super::routes::Query::parse(query)
+    let Some(total) = super::query::Query::parse(query)
         .get("bytes")
         .and_then(|n| n.parse::<u64>().ok())
     else {
