@@ -414,3 +414,34 @@ async fn upload_counts_and_download_streams_the_asked_length() {
         .unwrap()
         .starts_with("https://graph.microsoft.com/"));
 }
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served_too() {
+    let sim = start().await;
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let response = client
+        .request(
+            Request::get(format!("{}/v1.0/me/mailFolders", sim.base))
+                .header("authorization", format!("Bearer {}", sim.token))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    let names: Vec<&str> = body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["displayName"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["Inbox", "Drafts", "Sent Items", "Archive", "Deleted Items"]
+    );
+}

@@ -1072,4 +1072,32 @@ mod tests {
             json!([{"@odata.type": "#microsoft.graph.message", "id": old, "@removed": {"reason": "deleted"}}])
         );
     }
+
+    #[test]
+    fn odd_paths_get_graph_errors_in_the_4xx_range() {
+        let sim = Simulator::new();
+        for path in [
+            "/",
+            "/v1.0",
+            "/v1.0/me/messages/%FF%FE",
+            "/v1.0/me/messages/AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0A",
+            "/v1.0/me/messages/AAMkAA==/attachments/x",
+            "/v1.0/me/mailFolders/inbox/messages/delta?$skiptoken=%%%",
+            "/v1.0/me/messages?$top=0",
+            "/v1.0/me/messages?$top=abc&$skip=-1",
+            "/v1.0/users",
+            "/v1.0/me/events/junk/extra/segments",
+        ] {
+            let error = run(&sim, "GET", path, None, "").err().unwrap();
+            assert!(
+                (400..500).contains(&error.status),
+                "{path}: {}",
+                error.status
+            );
+        }
+        let error = run(&sim, "PUT", "/v1.0/me/messages", None, "")
+            .err()
+            .unwrap();
+        assert_eq!(error.status, 405);
+    }
 }
