@@ -22,10 +22,24 @@
 //! 2024-05-01T09:00:00Z, every fourth with one text attachment), 2 drafts, 3 calendar events
 //! and 3 contacts. Mailbox, store and database GUIDs are FNV hashes of the user ID, so every
 //! ID is the same on every run. Tokens: `token::mint`, or `GET /sim/token?user=UPN`.
+//!
+//! Control routes (no token needed, not counted):
+//! - `GET /sim/stats`: `{"requests", "translate_calls", "translate_ids_per_call": [n..],
+//!   "prefer_seen": {value: count}, "max_concurrency": {lower-case UPN: n},
+//!   "batch_subrequests"}`;
+//! - `POST /sim/reset`; `GET|POST /sim/config` (see `switches.rs` for the keys; `fail_next`
+//!   entries may also carry `path_contains` to hit one request or `$batch` sub-request);
+//! - `GET /sim/token?user=UPN|ID[&app_only=true][&appid=GUID]`: the token as text;
+//! - `GET /sim/requests`: the last 200 requests (method, uri, headers, body_len).
+//!
+//! Data routes (no token needed, counted and logged like Graph requests): `PUT /sim/upload`,
+//! `GET /sim/download?bytes=N`, `GET /sim/echo-links`.
 
 pub mod batch;
+pub mod delta;
 pub mod ids;
 pub mod prefer;
+pub mod query;
 pub mod reply;
 pub mod resources;
 pub mod routes;

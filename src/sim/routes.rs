@@ -8,13 +8,13 @@
 
 use std::time::Instant;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use http::HeaderMap;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Map, Value};
 
+use super::delta::delta;
 use super::prefer::Preferences;
+use super::query::Query;
 use super::reply::{GraphError, GraphReply};
 use super::resources::{self, GRAPH_ORIGIN};
 use super::store::{FolderKind, IdMode, ItemKind, Lookup, Mailbox, Store, COMPUTED_PROPERTIES};
@@ -252,22 +252,23 @@ pub fn dispatch(
     })
 }
 
-struct Context<'a> {
-    version: &'a str,
-    path: &'a str,
-    method: &'a str,
-    body: &'a [u8],
-    mode: IdMode,
-    query: Query,
-    preferences: Preferences,
+/// What every handler needs to know about the request it answers.
+pub(super) struct Context<'a> {
+    pub version: &'a str,
+    pub path: &'a str,
+    pub method: &'a str,
+    pub body: &'a [u8],
+    pub mode: IdMode,
+    pub query: Query,
+    pub preferences: Preferences,
 }
 
 impl Context<'_> {
-    fn link(&self, query: &str) -> String {
+    pub fn link(&self, query: &str) -> String {
         format!("{GRAPH_ORIGIN}{}?{query}", self.path)
     }
 
-    fn context_url(&self, mailbox: &Mailbox, what: &str) -> String {
+    pub fn context_url(&self, mailbox: &Mailbox, what: &str) -> String {
         format!(
             "{GRAPH_ORIGIN}/{}/$metadata#users('{}')/{what}",
             self.version, mailbox.user_id
@@ -644,166 +645,6 @@ fn create_message(
         .with_header("Location", location))
 }
 
-/// Delta state in a token: changes after `since`, up to `upto`, starting at `offset`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct DeltaState {
-    since: u64,
-    upto: u64,
-    offset: usize,
-}
-
-impl DeltaState {
-    fn encode(self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("d1.{}.{}.{}", self.since, self.upto, self.offset))
-    }
-
-    fn decode(token: &str) -> Option<DeltaState> {
-        let text = String::from_utf8(URL_SAFE_NO_PAD.decode(token).ok()?).ok()?;
-        let mut parts = text.strip_prefix("d1.")?.split('.');
-        let state = DeltaState {
-            since: parts.next()?.parse().ok()?,
-            upto: parts.next()?.parse().ok()?,
-            offset: parts.next()?.parse().ok()?,
-        };
-        parts.next().is_none().then_some(state)
-    }
-}
-
-fn delta(
-    context: &Context<'_>,
-    mailbox: &Mailbox,
-    folder: Option<u64>,
-) -> Result<GraphReply, GraphError> {
-    let bad_token = || GraphError::bad_request("The delta or skip token is not valid.");
-    let state = if let Some(token) = context.query.get("skiptoken") {
-        DeltaState::decode(token).ok_or_else(bad_token)?
-    } else if let Some(token) = context.query.get("deltatoken") {
-        let previous = DeltaState::decode(token).ok_or_else(bad_token)?;
-        DeltaState {
-            since: previous.upto,
-            upto: mailbox.current_seq(),
-            offset: 0,
-        }
-    } else {
-        DeltaState {
-            since: 0,
-            upto: mailbox.current_seq(),
-            offset: 0,
-        }
-    };
-    let window = |seq: u64| seq > state.since && seq <= state.upto;
-    let mail_folder = |counter: u64| {
-        mailbox
-            .folder_by_counter(counter)
-            .is_some_and(|f| f.kind == FolderKind::Mail)
-    };
-    let mut changes: Vec<(u64, Value)> = mailbox
-        .list(ItemKind::Message, folder)
-        .into_iter()
-        .filter(|item| window(item.change_seq) && mail_folder(item.folder))
-        .map(|item| {
-            (
-                item.change_seq,
-                resources::item_json(mailbox, item, context.mode),
-            )
-        })
-        .collect();
-    for tombstone in &mailbox.tombstones {
-        let in_scope = match folder {
-            Some(counter) => tombstone.folder == counter,
-            // Across all folders a move is no removal, except of the regular ID it retired.
-            None => tombstone.deleted || context.mode == IdMode::Regular,
-        };
-        if tombstone.kind == ItemKind::Message && in_scope && window(tombstone.seq) {
-            let id = match context.mode {
-                IdMode::Regular => &tombstone.regular_id,
-                IdMode::Immutable => &tombstone.immutable_id,
-            };
-            changes.push((
-                tombstone.seq,
-                json!({"@odata.type": "#microsoft.graph.message", "id": id, "@removed": {"reason": "deleted"}}),
-            ));
-        }
-    }
-    changes.sort_by_key(|(seq, _)| *seq);
-    let size = context
-        .preferences
-        .max_page_size()
-        .or_else(|| context.query.get("top").and_then(|top| top.parse().ok()))
-        .unwrap_or(10)
-        .clamp(1, 1000);
-    let page: Vec<Value> = changes
-        .iter()
-        .skip(state.offset)
-        .take(size)
-        .map(|(_, value)| value.clone())
-        .collect();
-    let mut body = Map::new();
-    body.insert(
-        "@odata.context".into(),
-        context.context_url(mailbox, "messages/$delta").into(),
-    );
-    body.insert("value".into(), Value::Array(page));
-    let next = state.offset.saturating_add(size);
-    if next < changes.len() {
-        let token = DeltaState {
-            offset: next,
-            ..state
-        }
-        .encode();
-        body.insert(
-            "@odata.nextLink".into(),
-            context.link(&format!("$skiptoken={token}")).into(),
-        );
-    } else {
-        let token = DeltaState { offset: 0, ..state }.encode();
-        body.insert(
-            "@odata.deltaLink".into(),
-            context.link(&format!("$deltatoken={token}")).into(),
-        );
-    }
-    Ok(GraphReply::json(200, Value::Object(body)))
-}
-
-/// Query options, by name without `$` and lower-cased, keeping the raw pairs for links.
-#[derive(Clone, Debug, Default)]
-pub struct Query {
-    pairs: Vec<(String, String, String, String)>,
-}
-
-impl Query {
-    pub fn parse(raw: &str) -> Query {
-        let pairs = raw
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .map(|pair| {
-                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                let decoded_key = percent_decode_str(key).decode_utf8_lossy();
-                let name = decoded_key.trim_start_matches('$').to_ascii_lowercase();
-                let decoded_value = percent_decode_str(value).decode_utf8_lossy().into_owned();
-                (key.to_string(), value.to_string(), name, decoded_value)
-            })
-            .collect();
-        Query { pairs }
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(_, _, n, _)| n == name)
-            .map(|(_, _, _, value)| value.as_str())
-    }
-
-    /// Raw `key=value` pairs except `names`, with `$` written `%24` as Graph's links do.
-    fn raw_without(&self, names: &[&str]) -> Vec<String> {
-        self.pairs
-            .iter()
-            .filter(|(_, _, name, _)| !names.contains(&name.as_str()))
-            .map(|(key, value, _, _)| format!("{}={value}", key.replace('$', "%24")))
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1089,61 +930,6 @@ mod tests {
     }
 
     #[test]
-    fn delta_pages_with_skiptoken_then_reports_changes_after_the_deltatoken() {
-        let sim = Simulator::new();
-        let mut url = "/v1.0/me/mailFolders/inbox/messages/delta".to_string();
-        let mut seen = 0;
-        let delta_link = loop {
-            let body = run(&sim, "GET", &url, Some("odata.maxpagesize=10"), "")
-                .unwrap()
-                .body
-                .unwrap();
-            seen += body["value"].as_array().unwrap().len();
-            if let Some(next) = body["@odata.nextLink"].as_str() {
-                assert!(next.contains("/messages/delta?$skiptoken="));
-                url = next.trim_start_matches(GRAPH_ORIGIN).to_string();
-            } else {
-                break body["@odata.deltaLink"].as_str().unwrap().to_string();
-            }
-        };
-        assert_eq!(seen, 25);
-        assert!(delta_link.contains("$deltatoken="));
-        let delta_url = delta_link.trim_start_matches(GRAPH_ORIGIN).to_string();
-        let empty = run(&sim, "GET", &delta_url, None, "")
-            .unwrap()
-            .body
-            .unwrap();
-        assert_eq!(empty["value"], json!([]));
-        let first = run(
-            &sim,
-            "GET",
-            "/v1.0/me/mailFolders/inbox/messages?$top=1",
-            None,
-            "",
-        )
-        .unwrap()
-        .body
-        .unwrap();
-        let old = first["value"][0]["id"].as_str().unwrap().to_string();
-        run(
-            &sim,
-            "POST",
-            &format!("/v1.0/me/messages/{old}/move"),
-            None,
-            r#"{"destinationId":"archive"}"#,
-        )
-        .unwrap();
-        let changes = run(&sim, "GET", &delta_url, None, "")
-            .unwrap()
-            .body
-            .unwrap();
-        assert_eq!(
-            changes["value"],
-            json!([{"@odata.type": "#microsoft.graph.message", "id": old, "@removed": {"reason": "deleted"}}])
-        );
-    }
-
-    #[test]
     fn attachments_list_and_get_in_both_id_kinds() {
         let sim = Simulator::new();
         for prefer in [None, IMMUTABLE] {
@@ -1233,13 +1019,85 @@ mod tests {
     }
 
     #[test]
-    fn delta_tokens_round_trip_and_junk_is_refused() {
-        let state = DeltaState {
-            since: 3,
-            upto: 40,
-            offset: 10,
+    fn delta_pages_with_skiptoken_then_reports_changes_after_the_deltatoken() {
+        let sim = Simulator::new();
+        let mut url = "/v1.0/me/mailFolders/inbox/messages/delta".to_string();
+        let mut seen = 0;
+        let delta_link = loop {
+            let body = run(&sim, "GET", &url, Some("odata.maxpagesize=10"), "")
+                .unwrap()
+                .body
+                .unwrap();
+            seen += body["value"].as_array().unwrap().len();
+            if let Some(next) = body["@odata.nextLink"].as_str() {
+                assert!(next.contains("/messages/delta?$skiptoken="));
+                url = next.trim_start_matches(GRAPH_ORIGIN).to_string();
+            } else {
+                break body["@odata.deltaLink"].as_str().unwrap().to_string();
+            }
         };
-        assert_eq!(DeltaState::decode(&state.encode()), Some(state));
-        assert_eq!(DeltaState::decode("junk"), None);
+        assert_eq!(seen, 25);
+        assert!(delta_link.contains("$deltatoken="));
+        let delta_url = delta_link.trim_start_matches(GRAPH_ORIGIN).to_string();
+        let empty = run(&sim, "GET", &delta_url, None, "")
+            .unwrap()
+            .body
+            .unwrap();
+        assert_eq!(empty["value"], json!([]));
+        let first = run(
+            &sim,
+            "GET",
+            "/v1.0/me/mailFolders/inbox/messages?$top=1",
+            None,
+            "",
+        )
+        .unwrap()
+        .body
+        .unwrap();
+        let old = first["value"][0]["id"].as_str().unwrap().to_string();
+        run(
+            &sim,
+            "POST",
+            &format!("/v1.0/me/messages/{old}/move"),
+            None,
+            r#"{"destinationId":"archive"}"#,
+        )
+        .unwrap();
+        let changes = run(&sim, "GET", &delta_url, None, "")
+            .unwrap()
+            .body
+            .unwrap();
+        assert_eq!(
+            changes["value"],
+            json!([{"@odata.type": "#microsoft.graph.message", "id": old, "@removed": {"reason": "deleted"}}])
+        );
+    }
+
+    #[test]
+    fn odd_paths_get_graph_errors_in_the_4xx_range() {
+        let sim = Simulator::new();
+        for path in [
+            "/",
+            "/v1.0",
+            "/v1.0/me/messages/%FF%FE",
+            "/v1.0/me/messages/AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0A",
+            "/v1.0/me/messages/AAMkAA==/attachments/x",
+            "/v1.0/me/mailFolders/inbox/messages/delta?$skiptoken=%%%",
+            "/v1.0/me/messages?$top=0",
+            "/v1.0/me/messages?$top=abc&$skip=-1",
+            "/v1.0/users",
+            "/v1.0/me/events/junk/extra/segments",
+        ] {
+            let error = run(&sim, "GET", path, None, "").err().unwrap();
+            assert!(
+                (400..500).contains(&error.status),
+                "{path}: {}",
+                error.status
+            );
+        }
+        let error = run(&sim, "PUT", "/v1.0/me/messages", None, "")
+            .err()
+            .unwrap();
+        assert_eq!(error.status, 405);
     }
 }

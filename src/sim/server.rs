@@ -129,7 +129,7 @@ async fn answer(
     let reply = if path == "/sim" || path.starts_with("/sim/") {
         control(&sim, request, &request_id).await
     } else {
-        Reply::Graph(graph(&sim, request, &request_id).await)
+        Reply::Graph(graph(&sim, request).await)
     };
     let compress = lock(&sim.switches).compress;
     Ok(match reply {
@@ -185,11 +185,7 @@ fn record_arrival(sim: &Simulator, parts: &http::request::Parts, body_len: u64) 
     });
 }
 
-async fn graph(
-    sim: &Simulator,
-    request: Request<Incoming>,
-    request_id: &str,
-) -> Result<GraphReply, GraphError> {
+async fn graph(sim: &Simulator, request: Request<Incoming>) -> Result<GraphReply, GraphError> {
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_GRAPH_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -225,7 +221,6 @@ async fn graph(
                 GraphError::unauthenticated("CompactToken parsing failed with error code: 80049217")
             })?,
     };
-    let _ = request_id;
     match parse_route(path)? {
         Route::Batch { version } => {
             if parts.method != Method::POST {
@@ -267,7 +262,7 @@ async fn control(sim: &Simulator, request: Request<Incoming>, request_id: &str) 
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
     let param = |name: &str| {
-        super::routes::Query::parse(&query)
+        super::query::Query::parse(&query)
             .get(name)
             .map(str::to_string)
     };
@@ -374,7 +369,7 @@ fn download(sim: &Simulator, request: Request<Incoming>, request_id: &str) -> Re
     let (parts, _body) = request.into_parts();
     record_arrival(sim, &parts, 0);
     let query = parts.uri.query().unwrap_or("");
-    let Some(total) = super::routes::Query::parse(query)
+    let Some(total) = super::query::Query::parse(query)
         .get("bytes")
         .and_then(|n| n.parse::<u64>().ok())
     else {
