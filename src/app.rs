@@ -90,16 +90,39 @@ impl App {
         self.tls.is_some()
     }
 
-    pub async fn bind(&self) -> Result<Bound, StartupError> {
+    pub async fn bind(&mut self) -> Result<Bound, StartupError> {
         let bind = |key, addr| async move {
             TcpListener::bind(addr)
                 .await
                 .map_err(|source| StartupError::Bind { key, addr, source })
         };
-        Ok(Bound {
+        let bound = Bound {
             proxy: bind("listen.addr", self.config.listen.addr).await?,
             admin: bind("admin.addr", self.config.admin.addr).await?,
-        })
+        };
+        // `listen.addr` on port 0 (tests, `demo`): a public URL derived from it would say
+        // port 0, so it takes the port the kernel chose.
+        let public = &self.config.listen.public_base_url;
+        if public.authority.port_u16() == Some(0) {
+            if let Some(port) = bound.proxy_addr().map(|a| a.port()) {
+                let host = public.authority.host();
+                let host = if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]")
+                } else {
+                    host.to_owned()
+                };
+                if let Ok(authority) = format!("{host}:{port}").parse() {
+                    self.config.listen.public_base_url.authority = authority;
+                    if let Some(proxy) = Arc::get_mut(&mut self.proxy) {
+                        proxy.set_public_base_url(
+                            &self.config.upstream.url,
+                            &self.config.listen.public_base_url,
+                        );
+                    }
+                }
+            }
+        }
+        Ok(bound)
     }
 
     /// Serves until `shutdown` is triggered (signal or `POST /shutdown`), then drains.

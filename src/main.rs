@@ -132,7 +132,7 @@ fn run(args: ConfigArgs) -> ExitCode {
         Some(path) => tracing::info!(config = %path.display(), "config loaded"),
         None => tracing::info!("no config file; using built-in defaults"),
     }
-    let app = match App::build(config) {
+    let mut app = match App::build(config) {
         Ok(app) => app,
         Err(e) => {
             eprintln!("{e}");

@@ -88,6 +88,15 @@ impl Proxy {
         })
     }
 
+    /// Points link rewriting at `public` (used once the listener's real port is known).
+    pub fn set_public_base_url(
+        &mut self,
+        upstream: &crate::config::Origin,
+        public: &crate::config::Origin,
+    ) {
+        self.links = LinkRewriter::new(upstream, public);
+    }
+
     /// The error boundary: every request gets an answer we built or Graph's own.
     pub async fn handle(
         self: Arc<Self>,

@@ -93,7 +93,7 @@ async fn drains_in_flight_request(
                 .await
         })
     };
-    wait_until_sim_received(&sim, 2).await; // the /sim/config call, then the request
+    wait_until_sim_received(&sim, 1).await;
     let stopper = stop(&proxy, &client);
     wait_until_not_ready(&HttpClient::h1(), &proxy.admin).await;
     let (status, _, _) = in_flight.await.unwrap();

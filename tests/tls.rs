@@ -38,7 +38,11 @@ async fn tls_sim(certs: &TempDir) -> Sim {
         &certs.join("server-key.pem"),
     )
     .unwrap();
-    Sim::start_with_tls(Some(tokio_rustls::TlsAcceptor::from(config))).await
+    Sim::start_with_tls(Some((
+        tokio_rustls::TlsAcceptor::from(config),
+        certs.join("ca.pem"),
+    )))
+    .await
 }
 
 #[tokio::test]

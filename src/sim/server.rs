@@ -18,10 +18,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -34,7 +30,6 @@ type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Largest Graph request body read into memory (Graph's own limit is 4 MB for most writes).
 const MAX_GRAPH_BODY: usize = 16 * 1024 * 1024;
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight connections may finish after shutdown is asked for.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 const DOWNLOAD_CHUNK: usize = 64 * 1024;
@@ -63,58 +58,28 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(error) => {
-                // Out of descriptors or a connection reset before accept: back off, go on.
-                tracing::debug!(%error, "simulator accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let sim = Arc::clone(&sim);
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| answer(Arc::clone(&sim), request));
-            let result = match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(stream)) => {
-                            let connection = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service);
-                            watcher.watch(connection.into_owned()).await
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(%error, "simulator TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    }
+    // The product's own listener loop: HTTP/1.1 and h2, TLS handshakes in the connection
+    // task, never dying on one bad connection, draining on shutdown.
+    let options = crate::server::ServeOptions {
+        drain_grace: DRAIN_DEADLINE,
+        ..crate::server::ServeOptions::default()
+    };
+    crate::server::serve(
+        listener,
+        tls,
+        move |request, _peer| {
+            let sim = Arc::clone(&sim);
+            async move {
+                match answer(sim, request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
                 }
-                None => {
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(connection.into_owned()).await
-                }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%error, "simulator connection ended with an error");
             }
-        });
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown()).await;
+        },
+        options,
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 
@@ -171,6 +136,7 @@ fn record_arrival(sim: &Simulator, parts: &http::request::Parts, body_len: u64) 
     stats.log(LoggedRequest {
         method: parts.method.to_string(),
         uri: parts.uri.to_string(),
+        version: format!("{:?}", parts.version),
         headers: parts
             .headers
             .iter()

@@ -15,6 +15,8 @@ pub const LOGGED_REQUESTS: usize = 200;
 pub struct LoggedRequest {
     pub method: String,
     pub uri: String,
+    /// "HTTP/1.1" or "HTTP/2.0": lets tests see which protocol a client negotiated.
+    pub version: String,
     pub headers: Vec<(String, String)>,
     pub body_len: u64,
 }
@@ -67,6 +69,7 @@ impl Stats {
                 json!({
                     "method": r.method,
                     "uri": r.uri,
+                    "version": r.version,
                     "headers": r.headers.iter().map(|(n, v)| json!([n, v])).collect::<Vec<_>>(),
                     "body_len": r.body_len,
                 })
@@ -95,6 +98,7 @@ mod tests {
             stats.log(LoggedRequest {
                 method: "GET".into(),
                 uri: format!("/{n}"),
+                version: "HTTP/1.1".into(),
                 headers: vec![],
                 body_len: 0,
             });

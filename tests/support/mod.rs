@@ -51,6 +51,8 @@ pub struct Sim {
     pub addr: SocketAddr,
     pub url: String,
     pub state: Arc<Simulator>,
+    /// Speaks to the simulator's control routes (trusting its CA when it serves TLS).
+    control: HttpClient,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -59,7 +61,12 @@ impl Sim {
         Self::start_with_tls(None).await
     }
 
-    pub async fn start_with_tls(tls: Option<tokio_rustls::TlsAcceptor>) -> Sim {
+    /// `tls`: the acceptor and the CA file that signed its certificate.
+    pub async fn start_with_tls(tls: Option<(tokio_rustls::TlsAcceptor, PathBuf)>) -> Sim {
+        let (tls, control) = match tls {
+            Some((acceptor, ca)) => (Some(acceptor), HttpClient::with_ca(&ca, false)),
+            None => (None, HttpClient::h1()),
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind sim");
@@ -74,15 +81,16 @@ impl Sim {
             addr,
             url: format!("{scheme}://{addr}"),
             state,
+            control,
             stop: Some(stop),
         }
     }
 
     /// What the simulator received, newest last.
     pub async fn requests(&self) -> Vec<Value> {
-        let client = HttpClient::h1();
-        let (status, _, body) = client
-            .get(&format!("http://{}/sim/requests", self.addr))
+        let (status, _, body) = self
+            .control
+            .get(&format!("{}/sim/requests", self.url))
             .await;
         assert_eq!(status, 200);
         let json: Value = serde_json::from_slice(&body).expect("sim requests is JSON");
@@ -109,16 +117,15 @@ impl Sim {
     }
 
     pub async fn stats(&self) -> Value {
-        let client = HttpClient::h1();
-        let (_, _, body) = client.get(&format!("http://{}/sim/stats", self.addr)).await;
+        let (_, _, body) = self.control.get(&format!("{}/sim/stats", self.url)).await;
         serde_json::from_slice(&body).expect("sim stats is JSON")
     }
 
     pub async fn configure(&self, switches: Value) {
-        let client = HttpClient::h1();
-        let (status, _, _) = client
+        let (status, _, _) = self
+            .control
             .send(
-                Request::post(format!("http://{}/sim/config", self.addr))
+                Request::post(format!("{}/sim/config", self.url))
                     .header("content-type", "application/json")
                     .body(Full::new(Bytes::from(switches.to_string())))
                     .expect("valid request"),
