@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admit;
 pub mod app;
 pub mod batch;
 pub mod body;
@@ -41,6 +42,7 @@ pub mod errors;
 pub mod exchange_id;
 pub mod forward;
 pub mod id_rewrite;
+pub mod id_store;
 pub mod identity;
 pub mod json_scan;
 pub mod links;
