@@ -38,6 +38,7 @@ pub mod body;
 pub mod certs;
 pub mod config;
 pub mod content_coding;
+pub mod demo;
 pub mod errors;
 pub mod exchange_id;
 pub mod forward;

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use immutable_id_proxy::admin::ShutdownTrigger;
 use immutable_id_proxy::app::{self, App};
 use immutable_id_proxy::config::{self, Overrides};
-use immutable_id_proxy::{certs, telemetry};
+use immutable_id_proxy::{certs, demo, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +39,15 @@ enum Command {
     /// Local CA and listener certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// A local Microsoft Graph simulator, for trying the proxy and an app without a tenant.
+    Sim {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: String,
+    },
+    /// The simulator and a proxy in front of it on free loopback ports, with curl commands
+    /// to paste; runs until Ctrl-C.
+    Demo,
 }
 
 #[derive(Args, Default)]
@@ -75,6 +84,8 @@ fn main() -> ExitCode {
         None => run(cli.run),
         Some(Command::Run(args)) => run(args),
         Some(Command::Check(args)) => check(args),
+        Some(Command::Sim { listen }) => sim(&listen),
+        Some(Command::Demo) => demo(),
         Some(Command::Certs(CertsCommand::Init { dir, sans, force })) => {
             match certs::init(&dir, &sans, force) {
                 Ok(created) => {
@@ -166,6 +177,77 @@ fn run(args: ConfigArgs) -> ExitCode {
         tokio::spawn(trigger_on_signals(shutdown.clone()));
         app.run(bound, shutdown).await;
         ExitCode::SUCCESS
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+fn sim(listen: &str) -> ExitCode {
+    let addr: std::net::SocketAddr = match listen.parse() {
+        Ok(addr) => addr,
+        Err(_) => {
+            eprintln!("--listen: not a socket address (host:port): {listen}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config::LogFormat::Text, config::LogLevel::Info);
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("cannot listen on {addr} (--listen): {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Ok(bound) = listener.local_addr() {
+            println!("sim listening on http://{bound}");
+        }
+        let shutdown = ShutdownTrigger::new();
+        tokio::spawn(trigger_on_signals(shutdown.clone()));
+        match demo::run_simulator(listener, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("simulator failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn demo() -> ExitCode {
+    telemetry::init(config::LogFormat::Text, config::LogLevel::Info);
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    runtime.block_on(async move {
+        let shutdown = ShutdownTrigger::new();
+        tokio::spawn(trigger_on_signals(shutdown.clone()));
+        match demo::run(env, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(demo::DemoError::Config(errors)) => {
+                eprintln!("{errors}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("demo failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
     })
 }
 
