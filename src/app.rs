@@ -126,10 +126,14 @@ impl App {
     }
 
     /// Serves until `shutdown` is triggered (signal or `POST /shutdown`), then drains.
-    pub async fn run(self, bound: Bound, shutdown: ShutdownTrigger) {
+    /// `reload` re-reads the configuration on SIGHUP; only `[rate_limit]` is applied live.
+    pub async fn run(self, bound: Bound, shutdown: ShutdownTrigger, reload: Option<Reload>) {
         for feature in inactive_features(&self.config) {
             warn!("{feature}");
         }
+        let eviction = self.proxy.limits().spawn_eviction(EVICT_EVERY);
+        let reloader = reload
+            .map(|reload| tokio::spawn(reload_on_sighup(self.proxy.limits().clone(), reload)));
         let admin = Arc::new(Admin::new(self.metrics.clone(), shutdown.clone()));
         let admin_stop = ShutdownTrigger::new();
         let admin_task = {
@@ -173,7 +177,40 @@ impl App {
         .await;
         admin_stop.trigger();
         let _ = admin_task.await;
+        eviction.abort();
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         info!("stopped");
+    }
+}
+
+/// Idle limiter keys (tenants, mailboxes, ended penalties) are dropped this often, so
+/// memory stays bounded whatever keys appear.
+const EVICT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Re-reads the configuration (file, environment, flags) for a SIGHUP.
+pub type Reload = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+async fn reload_on_sighup(limits: Arc<crate::admit::Limits>, reload: Reload) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; [rate_limit] cannot be reloaded");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match reload() {
+            Ok(config) => {
+                limits.reload(&config.rate_limit);
+                info!("SIGHUP: [rate_limit] reloaded (other sections apply at the next start)");
+            }
+            Err(problems) => {
+                tracing::error!("SIGHUP: configuration refused, the old limits stay: {problems}");
+            }
+        }
     }
 }
 
@@ -181,9 +218,6 @@ impl App {
 /// ignored.
 pub fn inactive_features(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    if config.rate_limit.enabled {
-        out.push("rate_limit: not active yet in this build (requests are not limited)".to_owned());
-    }
     if config.rewrite.enabled {
         out.push("rewrite: not active yet in this build (IDs are not translated)".to_owned());
     }

@@ -20,6 +20,10 @@ pub enum ProxyBody {
     /// Bytes already read from `rest`, sent before it. Boxed: only bodies found too large
     /// to rewrite take this path.
     Prefixed(Option<Bytes>, Box<ProxyBody>),
+    /// A body that holds the request's admission (its in-flight slots) until it ends or is
+    /// dropped, so Graph never sees more than `mailbox_concurrency` requests per mailbox,
+    /// downloads included.
+    Guarded(Box<ProxyBody>, crate::admit::AdmitPermit),
 }
 
 impl ProxyBody {
@@ -55,6 +59,7 @@ impl Body for ProxyBody {
                 Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
                 None => Pin::new(rest.as_mut()).poll_frame(cx),
             },
+            ProxyBody::Guarded(inner, _permit) => Pin::new(inner.as_mut()).poll_frame(cx),
         }
     }
 
@@ -64,6 +69,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(bytes) => bytes.is_none(),
             ProxyBody::Stream(body) => body.is_end_stream(),
             ProxyBody::Prefixed(prefix, rest) => prefix.is_none() && rest.is_end_stream(),
+            ProxyBody::Guarded(inner, _) => inner.is_end_stream(),
         }
     }
 
@@ -84,6 +90,7 @@ impl Body for ProxyBody {
                 }
                 hint
             }
+            ProxyBody::Guarded(inner, _) => inner.size_hint(),
         }
     }
 }

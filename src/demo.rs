@@ -73,7 +73,7 @@ pub async fn run(
         instructions(&sim_url, &proxy_url, &admin_url, user.upn, &token, &regular, &immutable)
     );
 
-    app.run(bound, shutdown).await;
+    app.run(bound, shutdown, None).await;
     Ok(())
 }
 

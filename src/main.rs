@@ -175,9 +175,24 @@ fn run(args: ConfigArgs) -> ExitCode {
         }
         let shutdown = ShutdownTrigger::new();
         tokio::spawn(trigger_on_signals(shutdown.clone()));
-        app.run(bound, shutdown).await;
+        let reload: app::Reload = Box::new(move || {
+            let overrides = Overrides {
+                listen: args.listen.clone(),
+                upstream: args.upstream.clone(),
+            };
+            config::load(args.config.as_deref(), utf8_env(), &overrides)
+                .map(|loaded| loaded.config)
+                .map_err(|errors| errors.to_string().replace('\n', "; "))
+        });
+        app.run(bound, shutdown, Some(reload)).await;
         ExitCode::SUCCESS
     })
+}
+
+/// The environment as UTF-8 pairs. `std::env::vars()` panics on a variable that is not
+/// Unicode; such a variable cannot be one of ours, so it is skipped.
+fn utf8_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -232,8 +247,7 @@ fn demo() -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let env = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let env = utf8_env();
     runtime.block_on(async move {
         let shutdown = ShutdownTrigger::new();
         tokio::spawn(trigger_on_signals(shutdown.clone()));

@@ -22,13 +22,14 @@ use http::{request, Method, Request, Response};
 use hyper::body::Incoming;
 use tracing::{debug, info, warn};
 
+use crate::admit::{AdmitPermit, Demand, Limits};
 use crate::batch;
 use crate::body::{collect_limited, Collected, ProxyBody};
 use crate::config::{Config, PreferMode};
 use crate::content_coding::{self, Coding};
 use crate::errors::ProxyError;
 use crate::forward::{self, CLIENT_REQUEST_ID};
-use crate::identity::{identify, Identity};
+use crate::identity::{identify, mailbox_from_path, Identity, Mailbox};
 use crate::links::LinkRewriter;
 use crate::metrics::Metrics;
 use crate::prefer::{self, SkipList};
@@ -60,13 +61,15 @@ pub struct Proxy {
     max_body: usize,
     max_retries: u32,
     backoff: Backoff,
+    limits: Arc<Limits>,
     pub metrics: Arc<Metrics>,
 }
 
 /// What the access log and the error boundary need to know about one request.
 struct Exchange {
     request_id: String,
-    identity: Option<Identity>,
+    /// The caller's tenant, for the access log ("unknown" until identified).
+    tenant: String,
     attempts: u32,
     rewritten_ids: usize,
 }
@@ -84,8 +87,14 @@ impl Proxy {
                 base: config.upstream.retry_base_delay,
                 max: config.upstream.retry_max_delay,
             },
+            limits: Arc::new(Limits::new(&config.rate_limit, metrics.clone())),
             metrics,
         })
+    }
+
+    /// The limiter layers, for the eviction loop and SIGHUP reloads.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
     }
 
     /// Points link rewriting at `public` (used once the listener's real port is known).
@@ -108,7 +117,7 @@ impl Proxy {
         let path = short_path(req.uri().path());
         let mut exchange = Exchange {
             request_id: ensure_client_request_id(req.headers_mut()),
-            identity: None,
+            tenant: "unknown".to_owned(),
             attempts: 0,
             rewritten_ids: 0,
         };
@@ -131,10 +140,7 @@ impl Proxy {
         let status = response.status().as_u16();
         self.metrics.requests.inc(status);
         self.metrics.request_duration.observe(elapsed);
-        let tenant = exchange
-            .identity
-            .as_ref()
-            .map_or("unknown", |i| i.tenant.as_str());
+        let tenant = exchange.tenant.as_str();
         info!(
             target: "access",
             %method,
@@ -159,10 +165,17 @@ impl Proxy {
 
         // 1. identify: tenant, app and mailbox, from the token's claims and the path. Comes
         //    first because admission is keyed on it.
-        exchange.identity = Some(identify(&parts.headers, parts.uri.path()));
+        let identity = identify(&parts.headers, parts.uri.path());
+        exchange.tenant = identity.tenant.as_str().to_owned();
 
-        // 2. admit: per-tenant and per-mailbox limits go here (issue #4), before a single
-        //    byte leaves for Graph.
+        // A $batch body is read now, before admission: each of its sub-requests is charged
+        // to its own mailbox, and steps 3 and 4 edit them. Every other body streams.
+        let body = self.read_body(&parts, body).await?;
+
+        // 2. admit: per-tenant and per-mailbox limits, before a single byte leaves for
+        //    Graph. The permit rides on the response body, so the in-flight slot is held
+        //    until the app has the whole answer.
+        let permit = self.admit(&identity, &body).await?;
 
         // 3. rewrite_ids: legacy-ID translation goes here (issue #5). It runs before Prefer
         //    so that a buffered $batch body is parsed once for both.
@@ -170,17 +183,57 @@ impl Proxy {
         // 4. apply_prefer: one Prefer line with IdType="ImmutableId" on the request and on
         //    every $batch sub-request.
         let prefer_sent = self.apply_prefer(&mut parts);
-        let body = self.apply_prefer_to_batch(&parts, body).await?;
+        let body = self.apply_prefer_to_batch(&parts, body);
 
         // 5. forward: hop-by-hop headers out, Host and target from the configured upstream.
         forward::prepare_request(&mut parts, &self.upstream.origin)?;
 
         // 6. retries: 429/503/504 from Graph are retried here, with Retry-After or backoff,
-        //    for requests that can be sent again; throttled $batch sub-requests too.
-        let response = self.forward_with_retries(&parts, body, exchange).await?;
+        //    for requests that can be sent again; throttled $batch sub-requests too. Graph's
+        //    Retry-After also opens the penalty box for this app+mailbox.
+        let response = self
+            .forward_with_retries(&parts, body, &identity, exchange)
+            .await?;
 
         // 7. rewrite_links, on the reverse listener only.
-        self.finish_response(response, route, prefer_sent).await
+        let response = self.finish_response(response, route, prefer_sent).await?;
+        Ok(response.map(|body| ProxyBody::Guarded(Box::new(body), permit)))
+    }
+
+    /// Charges the request (or each $batch sub-request) to its tenant and mailbox.
+    async fn admit(&self, identity: &Identity, body: &Outgoing) -> Result<AdmitPermit, ProxyError> {
+        let sub_requests = match body {
+            Outgoing::Held { bytes, batch: true } => {
+                batch::sub_request_urls(bytes).filter(|urls| !urls.is_empty())
+            }
+            _ => None,
+        };
+        let demand = match &sub_requests {
+            None => Demand::single(&identity.tenant, &identity.app, identity.mailbox.as_ref()),
+            Some(urls) => {
+                let mut mailboxes: Vec<(Mailbox, u32)> = Vec::new();
+                for url in urls {
+                    if let Some(mailbox) = mailbox_from_path(url, identity.claims.as_ref()) {
+                        match mailboxes.iter_mut().find(|(m, _)| *m == mailbox) {
+                            Some((_, cost)) => *cost += 1,
+                            None => mailboxes.push((mailbox, 1)),
+                        }
+                    }
+                }
+                Demand {
+                    tenant: &identity.tenant,
+                    app: &identity.app,
+                    mailboxes,
+                    cost: u32::try_from(urls.len()).unwrap_or(u32::MAX),
+                }
+            }
+        };
+        self.limits
+            .admit(&demand)
+            .await
+            .map_err(|rejected| ProxyError::TooManyRequests {
+                retry_after: rejected.retry_after,
+            })
     }
 
     /// Sends the request, and sends it again while Graph answers 429/503/504 and the rules
@@ -190,6 +243,7 @@ impl Proxy {
         &self,
         parts: &request::Parts,
         body: Outgoing,
+        identity: &Identity,
         exchange: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let held = match body {
@@ -197,6 +251,7 @@ impl Proxy {
                 exchange.attempts = 1;
                 let request = Request::from_parts(clone_head(parts, None, 0), body);
                 let response = self.upstream.send(request, &self.metrics).await?;
+                self.penalize_if_throttled(identity, &response);
                 return Ok(response.map(ProxyBody::from));
             }
             Outgoing::Held { bytes, batch } => (bytes, batch),
@@ -214,6 +269,7 @@ impl Proxy {
                 ProxyBody::full(bytes.clone()),
             );
             let response = self.upstream.send(request, &self.metrics).await?;
+            self.penalize_if_throttled(identity, &response);
             let status = response.status().as_u16();
             if !(may_retry && retry::is_retryable_status(status) && attempt <= self.max_retries) {
                 break response;
@@ -236,6 +292,25 @@ impl Proxy {
                 .await;
         }
         Ok(response.map(ProxyBody::from))
+    }
+
+    /// Graph keeps counting requests sent while it throttles, so its 429/503 Retry-After
+    /// holds back this app+mailbox (or the tenant, for requests without a mailbox).
+    fn penalize_if_throttled(&self, identity: &Identity, response: &Response<Incoming>) {
+        let status = response.status().as_u16();
+        if status != 429 && status != 503 {
+            return;
+        }
+        if let Some(wait) = retry::retry_after_header(response.headers(), SystemTime::now()) {
+            if !wait.is_zero() {
+                self.limits.penalize(
+                    &identity.tenant,
+                    &identity.app,
+                    identity.mailbox.as_ref(),
+                    wait,
+                );
+            }
+        }
     }
 
     /// A $batch answer is a 200 whose sub-responses may be 429/503/504; those are sent again
@@ -319,11 +394,9 @@ impl Proxy {
         true
     }
 
-    /// `$batch`: Graph does not apply the outer Prefer to sub-requests, so each one gets its
-    /// own. Only a JSON body within `max_body_bytes` is buffered; anything else streams on.
-    /// Also decides whether the body can be replayed for a retry: it can when it is empty or
-    /// held in memory.
-    async fn apply_prefer_to_batch(
+    /// Reads a `$batch` body into memory when it is JSON within `max_body_bytes`; every
+    /// other body streams. An empty body counts as held, so such requests can be retried.
+    async fn read_body(
         &self,
         parts: &request::Parts,
         body: Incoming,
@@ -346,15 +419,24 @@ impl Proxy {
             info!(%path, "$batch body is compressed or over rewrite.max_body_bytes; streamed untouched");
             return Ok(Outgoing::Stream(body.into()));
         }
-        let bytes = match collect_limited(body.into(), self.max_body)
+        match collect_limited(body.into(), self.max_body)
             .await
             .map_err(ProxyError::ClientBody)?
         {
-            Collected::Whole(bytes) => bytes,
+            Collected::Whole(bytes) => Ok(Outgoing::Held { bytes, batch: true }),
             Collected::TooLarge(body) => {
                 info!(%path, "$batch body over rewrite.max_body_bytes; streamed untouched");
-                return Ok(Outgoing::Stream(body));
+                Ok(Outgoing::Stream(body))
             }
+        }
+    }
+
+    /// `$batch`: Graph does not apply the outer Prefer to sub-requests, so each one gets its
+    /// own. A body that is not a JSON batch goes out byte for byte.
+    fn apply_prefer_to_batch(&self, parts: &request::Parts, body: Outgoing) -> Outgoing {
+        let bytes = match body {
+            Outgoing::Held { bytes, batch: true } => bytes,
+            other => return other,
         };
         let mode = self.prefer_mode;
         let skipped = &self.metrics.prefer_skipped;
@@ -370,16 +452,16 @@ impl Proxy {
                 .map(str::to_owned)
         });
         match rewritten {
-            Some(new) => Ok(Outgoing::Held {
+            Some(new) => Outgoing::Held {
                 bytes: Bytes::from(new),
                 batch: true,
-            }),
+            },
             None => {
-                debug!(%path, "$batch body is not a JSON batch; forwarded byte for byte");
-                Ok(Outgoing::Held {
+                debug!(path = %short_path(parts.uri.path()), "$batch body is not a JSON batch; forwarded byte for byte");
+                Outgoing::Held {
                     bytes,
                     batch: false,
-                })
+                }
             }
         }
     }
