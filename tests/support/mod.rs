@@ -188,7 +188,9 @@ pub struct ProxyProcess {
     pub url: String,
     pub admin: String,
     pub dir: TempDir,
-    pub stderr: Option<std::process::ChildStderr>,
+    /// Everything the process wrote to stderr so far, collected by a reader thread.
+    stderr: Arc<std::sync::Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ProxyProcess {
@@ -239,13 +241,25 @@ impl ProxyProcess {
         }
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let stderr = child.stderr.take();
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr_reader = child.stderr.take().map(|pipe| {
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Ok(mut text) = sink.lock() {
+                        text.push_str(&line);
+                        text.push('\n');
+                    }
+                }
+            })
+        });
         ProxyProcess {
             child,
             url: url.unwrap_or_default(),
             admin: admin.unwrap_or_default(),
             dir,
             stderr,
+            stderr_reader,
         }
     }
 
@@ -265,13 +279,15 @@ impl ProxyProcess {
 
     /// Waits for exit and returns the exit code plus everything written to stderr.
     pub fn wait(mut self) -> (Option<i32>, String) {
-        let mut err = String::new();
-        if let Some(mut e) = self.stderr.take() {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
         let status = self.child.wait().expect("wait for proxy");
-        (status.code(), err)
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        (status.code(), self.stderr_so_far())
+    }
+
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
     /// Peak resident memory (VmHWM) in KiB.
@@ -294,10 +310,45 @@ impl Drop for ProxyProcess {
 }
 
 /// A config for a proxy in front of `upstream`, on loopback port 0 for both listeners.
+/// `extra` may name sections that the base already has: its keys are merged into them.
 pub fn config_for(upstream: &str, extra: &str) -> String {
-    format!(
-        "[listen]\naddr = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"{upstream}\"\nrequest_timeout_ms = 20000\n\n[admin]\naddr = \"127.0.0.1:0\"\n\n[log]\nlevel = \"debug\"\n{extra}"
-    )
+    let base = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\n\n[upstream]\nurl = \"{upstream}\"\nrequest_timeout_ms = 20000\n\n[admin]\naddr = \"127.0.0.1:0\"\n\n[log]\nlevel = \"debug\"\n"
+    );
+    merge_toml(&base, extra)
+}
+
+/// Splices the sections of `extra` into `base`: keys of a section `base` already has go
+/// right under its header, new sections are appended.
+pub fn merge_toml(base: &str, extra: &str) -> String {
+    let mut out = base.to_owned();
+    let mut section = String::new();
+    let mut pending: Vec<(String, Vec<String>)> = Vec::new();
+    for line in extra.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            section = trimmed.to_owned();
+            pending.push((section.clone(), Vec::new()));
+        } else if !trimmed.is_empty() {
+            if pending.is_empty() {
+                pending.push((section.clone(), Vec::new()));
+            }
+            if let Some((_, lines)) = pending.last_mut() {
+                lines.push(line.to_owned());
+            }
+        }
+    }
+    for (header, lines) in pending {
+        let body = lines.join("\n");
+        let marker = format!("{header}\n");
+        match out.find(&marker) {
+            Some(at) if !header.is_empty() => {
+                out.insert_str(at + marker.len(), &format!("{body}\n"));
+            }
+            _ => out.push_str(&format!("\n{header}\n{body}\n")),
+        }
+    }
+    out
 }
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
