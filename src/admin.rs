@@ -12,8 +12,11 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::watch;
 
+use http_body_util::BodyExt;
+
 use crate::body::ProxyBody;
 use crate::errors::graph_error;
+use crate::id_store::IdStore;
 use crate::metrics::Metrics;
 
 /// Starts the drain: SIGTERM, SIGINT and `POST /shutdown` all pull the same trigger.
@@ -50,14 +53,25 @@ pub struct Admin {
     pub ready: AtomicBool,
     pub metrics: Arc<Metrics>,
     pub shutdown: ShutdownTrigger,
+    /// The ID store, when `rewrite.enabled`: `POST /idmap` fills it.
+    pub ids: Option<Arc<IdStore>>,
 }
 
+/// Largest CSV `POST /idmap` accepts in one request (about 200,000 mappings); larger
+/// migrations are sent in several requests, as `translate --admin` does.
+const IDMAP_MAX_BYTES: usize = 64 * 1024 * 1024;
+
 impl Admin {
-    pub fn new(metrics: Arc<Metrics>, shutdown: ShutdownTrigger) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        shutdown: ShutdownTrigger,
+        ids: Option<Arc<IdStore>>,
+    ) -> Self {
         Admin {
             ready: AtomicBool::new(false),
             metrics,
             shutdown,
+            ids,
         }
     }
 
@@ -79,6 +93,7 @@ impl Admin {
                 );
                 response
             }
+            (&Method::POST, "/idmap") => self.import_idmap(req).await,
             (&Method::POST, "/shutdown") => {
                 self.ready.store(false, Ordering::Release);
                 self.shutdown.trigger();
@@ -89,6 +104,75 @@ impl Admin {
                 "NotFound",
                 "No such admin endpoint. Try /healthz, /readyz or /metrics.",
                 &uuid::Uuid::new_v4().to_string(),
+            ),
+        }
+    }
+}
+
+impl Admin {
+    /// `POST /idmap?tenant=<tid>` with `source_id,target_id` CSV lines: the mappings go into
+    /// the ID store, so the proxy serves them even after the items move.
+    async fn import_idmap(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let Some(ids) = self.ids.clone() else {
+            return graph_error(
+                StatusCode::CONFLICT,
+                "RewriteDisabled",
+                "rewrite.enabled is false: there is no ID store to import into.",
+                &request_id,
+            );
+        };
+        let tenant = req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|pair| pair.strip_prefix("tenant="))
+                .map(str::to_owned)
+        });
+        let Some(tenant) = tenant.filter(|t| !t.is_empty() && t.len() <= 128) else {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Name the tenant the mappings belong to: POST /idmap?tenant=<tenant id>.",
+                &request_id,
+            );
+        };
+        let body = match http_body_util::Limited::new(req.into_body(), IDMAP_MAX_BYTES)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(_) => {
+                return graph_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "BadRequest",
+                    "The CSV is larger than 64 MiB or was cut off; send it in parts.",
+                    &request_id,
+                )
+            }
+        };
+        let Ok(csv) = String::from_utf8(body.to_vec()) else {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "The CSV is not UTF-8.",
+                &request_id,
+            );
+        };
+        // redb writes block; they run off the async workers.
+        let imported = tokio::task::spawn_blocking(move || ids.import_csv(&tenant, &csv)).await;
+        match imported {
+            Ok(Ok(count)) => {
+                let mut response = text(StatusCode::OK, format!("{{\"imported\":{count}}}\n"));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
+            }
+            Ok(Err(e)) => graph_error(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string(), &request_id),
+            Err(_) => graph_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "The import stopped unexpectedly; nothing after the last complete chunk was written.",
+                &request_id,
             ),
         }
     }

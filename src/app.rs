@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::admin::{Admin, ShutdownTrigger};
 use crate::config::{Backend, Config};
+use crate::id_store::IdStore;
 use crate::metrics::Metrics;
 use crate::pipeline::{Proxy, Route};
 use crate::server::{self, ServeOptions};
@@ -28,6 +29,9 @@ pub enum StartupError {
         #[source]
         source: tls::TlsError,
     },
+    /// The ID store could not be opened (its message names `rewrite.store`).
+    #[error(transparent)]
+    Store(#[from] crate::id_store::StoreError),
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
         key: &'static str,
@@ -42,6 +46,8 @@ pub struct App {
     proxy: Arc<Proxy>,
     tls: Option<TlsAcceptor>,
     metrics: Arc<Metrics>,
+    /// Opened only when `rewrite.enabled`.
+    ids: Option<Arc<IdStore>>,
 }
 
 /// Listeners bound before serving, so callers (and tests on port 0) know the addresses.
@@ -78,11 +84,17 @@ impl App {
             )),
             None => None,
         };
+        let ids = if config.rewrite.enabled {
+            Some(Arc::new(IdStore::open(&config.rewrite, metrics.clone())?))
+        } else {
+            None
+        };
         Ok(App {
             config,
             proxy: Arc::new(proxy),
             tls,
             metrics,
+            ids,
         })
     }
 
@@ -134,7 +146,11 @@ impl App {
         let eviction = self.proxy.limits().spawn_eviction(EVICT_EVERY);
         let reloader = reload
             .map(|reload| tokio::spawn(reload_on_sighup(self.proxy.limits().clone(), reload)));
-        let admin = Arc::new(Admin::new(self.metrics.clone(), shutdown.clone()));
+        let admin = Arc::new(Admin::new(
+            self.metrics.clone(),
+            shutdown.clone(),
+            self.ids.clone(),
+        ));
         let admin_stop = ShutdownTrigger::new();
         let admin_task = {
             let admin = admin.clone();
