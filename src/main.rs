@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use immutable_id_proxy::admin::ShutdownTrigger;
 use immutable_id_proxy::app::{self, App};
 use immutable_id_proxy::config::{self, Overrides};
-use immutable_id_proxy::{certs, telemetry};
+use immutable_id_proxy::{bulk_translate, certs, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +39,8 @@ enum Command {
     /// Local CA and listener certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Translate stored IDs to immutable ones in bulk (CSV out; resumable).
+    Translate(bulk_translate::TranslateArgs),
 }
 
 #[derive(Args, Default)]
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         None => run(cli.run),
         Some(Command::Run(args)) => run(args),
         Some(Command::Check(args)) => check(args),
+        Some(Command::Translate(args)) => bulk_translate::run(args),
         Some(Command::Certs(CertsCommand::Init { dir, sans, force })) => {
             match certs::init(&dir, &sans, force) {
                 Ok(created) => {
