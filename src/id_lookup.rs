@@ -593,8 +593,9 @@ impl Inner {
         found
             .into_iter()
             .filter_map(|(id, immutable)| {
+                let immutable = immutable?;
                 self.metrics.translate_ids.inc("cached");
-                Some((id, Outcome::Mapped(immutable?)))
+                Some((id, Outcome::Mapped(immutable)))
             })
             .collect()
     }
