@@ -43,7 +43,8 @@ use crate::upstream::Upstream;
 
 const HEADER: &str = "source_id,target_id,error";
 
-/// A user segment keeps `@` (UPNs) and unreserved characters raw.
+/// A user segment (or the tenant in the `/idmap` query) keeps `@` (UPNs) and unreserved
+/// characters raw.
 const USER_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
@@ -303,7 +304,11 @@ impl Plan {
             upstream,
             metrics: Metrics::new(),
             sinks,
-            pace: Duration::from_secs(1) / rps.get(),
+            pace: if self.config.rate_limit.enabled {
+                Duration::from_secs(1) / rps.get()
+            } else {
+                Duration::ZERO
+            },
             next_call: None,
             summary: Summary::default(),
             progress: Progress::new(input.len()),
@@ -673,7 +678,7 @@ async fn post_idmap(
     }
     let path = format!(
         "/idmap?tenant={}",
-        utf8_percent_encode(tenant, NON_ALPHANUMERIC)
+        utf8_percent_encode(tenant, USER_ESCAPED)
     );
     let mut parts = admin.clone().into_parts();
     parts.path_and_query = Some(

@@ -5,8 +5,11 @@
 //! (lower-cased), a hash of the caller's Authorization value and the source type; a batch
 //! is sent `batch_window` after its first miss, or at once when it holds 1000 IDs, as one
 //! `POST {mailbox_path}/translateExchangeIds`. An ID already in a call is never asked for
-//! twice: a later request waits for the answer of the call that carries it. The batch runs in
-//! its own task, so a client that goes away does not cancel the answer others wait for.
+//! twice: a later request waits for the answer of the call that carries it (keyed by tenant
+//! and ID, like the cache, so it gets what it would read from the cache a moment later). The
+//! batch runs in its own task, so a client that goes away does not cancel the answer others
+//! wait for. A batch first reads the redb store for all its IDs in one transaction, so the
+//! store is read once per batch rather than once per request.
 //!
 //! What it must not do:
 //! - send one caller's Authorization for another caller's IDs (the credential is part of the
