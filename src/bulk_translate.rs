@@ -15,9 +15,8 @@
 //! so it stays out of shell history and `ps`), write a row for a batch whose call failed
 //! (so a rerun retries it), or draw progress on a stderr that is not a terminal.
 
-use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,8 +39,11 @@ use crate::identity::{self, TenantId};
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
 use crate::upstream::Upstream;
+use output::{csv_field, Output};
+use progress::Progress;
 
-const HEADER: &str = "source_id,target_id,error";
+mod output;
+mod progress;
 
 /// A user segment (or the tenant in the `/idmap` query) keeps `@` (UPNs) and unreserved
 /// characters raw.
@@ -715,178 +717,6 @@ async fn post_idmap(
     Ok(())
 }
 
-/// The CSV being written, and what an earlier run already wrote to it.
-struct Output {
-    sink: Box<dyn Write>,
-    path: Option<PathBuf>,
-    /// `source_id`s already in the output, plus those seen so far in this run's input.
-    done: HashSet<String>,
-    /// (store key, target) of rows with a target in the existing output.
-    earlier_mappings: Vec<(String, String)>,
-}
-
-impl Output {
-    fn open(path: Option<PathBuf>) -> Result<Output, TranslateError> {
-        let Some(path) = path else {
-            let mut out = Output {
-                sink: Box::new(std::io::stdout()),
-                path: None,
-                done: HashSet::new(),
-                earlier_mappings: Vec::new(),
-            };
-            out.write_raw(&format!("{HEADER}\n"))?;
-            return Ok(out);
-        };
-        let failed = |source| TranslateError::Output {
-            path: path.clone(),
-            source,
-        };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(failed)?;
-        let mut existing = String::new();
-        file.seek(SeekFrom::Start(0)).map_err(failed)?;
-        file.read_to_string(&mut existing).map_err(failed)?;
-        let mut done = HashSet::new();
-        let mut earlier_mappings = Vec::new();
-        for record in csv_records(&existing).into_iter().skip(1) {
-            // A row cut short by a crash is not done; its ID is translated again.
-            let [source, target, error] = record.as_slice() else {
-                continue;
-            };
-            if source.is_empty() {
-                continue;
-            }
-            if !target.is_empty() && error.is_empty() {
-                earlier_mappings.push((store_key_of(source), target.clone()));
-            }
-            done.insert(source.clone());
-        }
-        let mut out = Output {
-            sink: Box::new(file),
-            path: Some(path),
-            done,
-            earlier_mappings,
-        };
-        if existing.is_empty() {
-            out.write_raw(&format!("{HEADER}\n"))?;
-        } else if !existing.ends_with('\n') {
-            out.write_raw("\n")?;
-        }
-        Ok(out)
-    }
-
-    fn write_rows(&mut self, rows: &[(&str, &str, &str)]) -> Result<(), TranslateError> {
-        let mut text = String::new();
-        for (source, target, error) in rows {
-            text.push_str(&csv_field(source));
-            text.push(',');
-            text.push_str(&csv_field(target));
-            text.push(',');
-            text.push_str(&csv_field(error));
-            text.push('\n');
-        }
-        self.write_raw(&text)
-    }
-
-    fn write_raw(&mut self, text: &str) -> Result<(), TranslateError> {
-        let result = self
-            .sink
-            .write_all(text.as_bytes())
-            .and_then(|()| self.sink.flush());
-        result.map_err(|source| TranslateError::Output {
-            path: self.path.clone().unwrap_or_else(|| PathBuf::from("-")),
-            source,
-        })
-    }
-}
-
-/// RFC 4180: quoted when it holds a comma, quote, line break or edge space.
-fn csv_field(text: &str) -> String {
-    let needs_quotes =
-        text.contains([',', '"', '\r', '\n']) || text.starts_with(' ') || text.ends_with(' ');
-    if needs_quotes {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_owned()
-    }
-}
-
-/// RFC 4180 records; lenient (a stray quote is kept as text), as it only reads back what
-/// this command wrote. A last record without a line break is dropped: it may be cut short.
-fn csv_records(text: &str) -> Vec<Vec<String>> {
-    let mut records = Vec::new();
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') if field.is_empty() => quoted = true,
-            (false, ',') => fields.push(std::mem::take(&mut field)),
-            (false, '\n') => {
-                fields.push(std::mem::take(&mut field));
-                records.push(std::mem::take(&mut fields));
-            }
-            (false, '\r') => {}
-            (false, c) => field.push(c),
-        }
-    }
-    records
-}
-
-/// A one-line bar on stderr, drawn only when stderr is a terminal.
-struct Progress {
-    total: usize,
-    done: usize,
-    draw: bool,
-}
-
-impl Progress {
-    fn new(total: usize) -> Progress {
-        Progress {
-            total,
-            done: 0,
-            draw: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn advance(&mut self, n: usize) {
-        self.done = self.done.saturating_add(n).min(self.total);
-        if self.draw {
-            eprint!("\r{}", bar(self.done, self.total));
-        }
-    }
-
-    fn finish(&mut self) {
-        if self.draw {
-            eprintln!();
-        }
-    }
-}
-
-fn bar(done: usize, total: usize) -> String {
-    const WIDTH: usize = 30;
-    let filled = (done * WIDTH)
-        .checked_div(total)
-        .unwrap_or(WIDTH)
-        .min(WIDTH);
-    format!(
-        "[{}{}] {done}/{total} IDs",
-        "#".repeat(filled),
-        " ".repeat(WIDTH - filled)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -958,28 +788,6 @@ mod tests {
     }
 
     #[test]
-    fn csv_fields_are_quoted_only_when_needed_and_read_back() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
-        let error = "Value cannot be null.\r\nParameter name: rawBytes";
-        let text = format!("{HEADER}\nid1,,{}\nid2,T,\n", csv_field(error));
-        let records = csv_records(&text);
-        assert_eq!(records.len(), 3);
-        assert_eq!(
-            records[1],
-            vec!["id1".to_string(), String::new(), error.to_string()]
-        );
-        assert_eq!(records[2], vec!["id2", "T", ""]);
-    }
-
-    #[test]
-    fn a_last_line_without_a_break_is_not_a_record() {
-        let records = csv_records("source_id,target_id,error\nid1,T,\nid2,T");
-        assert_eq!(records.len(), 2);
-    }
-
-    #[test]
     fn mailbox_becomes_the_users_path_or_me() {
         assert_eq!(mailbox_path("me").unwrap(), "/v1.0/me");
         assert_eq!(mailbox_path("ME").unwrap(), "/v1.0/me");
@@ -996,16 +804,6 @@ mod tests {
             assert!(error.to_string().starts_with("--mailbox:"), "{error}");
             assert_eq!(error.exit_code(), 2);
         }
-    }
-
-    #[test]
-    fn the_bar_fills_with_progress() {
-        assert_eq!(bar(0, 10), format!("[{}] 0/10 IDs", " ".repeat(30)));
-        assert_eq!(
-            bar(5, 10),
-            format!("[{}{}] 5/10 IDs", "#".repeat(15), " ".repeat(15))
-        );
-        assert_eq!(bar(0, 0), format!("[{}] 0/0 IDs", "#".repeat(30)));
     }
 
     #[test]
