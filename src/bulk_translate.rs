@@ -329,6 +329,8 @@ impl Plan {
                         Some(i) => &mut groups[i].1,
                         None => {
                             groups.push((source, Vec::new()));
+                            // Just pushed: the list is not empty, and `position` above
+                            // returned an index inside it.
                             let last = groups.len() - 1;
                             &mut groups[last].1
                         }
