@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use immutable_id_proxy::admin::ShutdownTrigger;
 use immutable_id_proxy::app::{self, App};
 use immutable_id_proxy::config::{self, Overrides};
-use immutable_id_proxy::{certs, demo, telemetry};
+use immutable_id_proxy::{bulk_translate, certs, demo, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +48,8 @@ enum Command {
     /// The simulator and a proxy in front of it on free loopback ports, with curl commands
     /// to paste; runs until Ctrl-C.
     Demo,
+    /// Translate stored IDs to immutable ones in bulk (CSV out; resumable).
+    Translate(bulk_translate::TranslateArgs),
 }
 
 #[derive(Args, Default)]
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => check(args),
         Some(Command::Sim { listen }) => sim(&listen),
         Some(Command::Demo) => demo(),
+        Some(Command::Translate(args)) => bulk_translate::run(args),
         Some(Command::Certs(CertsCommand::Init { dir, sans, force })) => {
             match certs::init(&dir, &sans, force) {
                 Ok(created) => {

@@ -50,6 +50,12 @@ impl Upstream {
         })
     }
 
+    /// The deadline for an answer's head; callers that read a body in full (the ID lookup's
+    /// own calls) use it as the deadline for the body too.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// One attempt: the answer's head within `request_timeout`, or the error that says why
     /// not. The body then streams with no deadline (a 1 GiB download may take a while).
     pub async fn send(
