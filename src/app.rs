@@ -68,11 +68,17 @@ impl Bound {
 impl App {
     pub fn build(config: Config) -> Result<App, StartupError> {
         let metrics = Arc::new(Metrics::new());
-        let proxy =
-            Proxy::new(&config, metrics.clone()).map_err(|source| StartupError::Setting {
+        let ids = if config.rewrite.enabled {
+            Some(Arc::new(IdStore::open(&config.rewrite, metrics.clone())?))
+        } else {
+            None
+        };
+        let proxy = Proxy::new(&config, metrics.clone(), ids.clone()).map_err(|source| {
+            StartupError::Setting {
                 key: "upstream.ca_file",
                 source,
-            })?;
+            }
+        })?;
         let tls = match &config.listen.tls {
             Some(files) => Some(TlsAcceptor::from(
                 tls::server_config(&files.cert, &files.key).map_err(|source| {
@@ -83,11 +89,6 @@ impl App {
                 })?,
             )),
             None => None,
-        };
-        let ids = if config.rewrite.enabled {
-            Some(Arc::new(IdStore::open(&config.rewrite, metrics.clone())?))
-        } else {
-            None
         };
         Ok(App {
             config,
@@ -234,9 +235,6 @@ async fn reload_on_sighup(limits: Arc<crate::admit::Limits>, reload: Reload) {
 /// ignored.
 pub fn inactive_features(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    if config.rewrite.enabled {
-        out.push("rewrite: not active yet in this build (IDs are not translated)".to_owned());
-    }
     if config.shared.backend == Backend::Redis {
         out.push(
             "shared.backend: redis is not active yet in this build (state is local)".to_owned(),

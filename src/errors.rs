@@ -36,6 +36,9 @@ pub enum ProxyError {
     /// Our own limiter said no (`Retry-After` in whole seconds, at least 1).
     #[error("rate limit reached")]
     TooManyRequests { retry_after: Duration },
+    /// Legacy IDs could not be translated and `rewrite.on_error = "fail"`.
+    #[error("ID translation failed")]
+    Translate(#[source] crate::id_lookup::LookupError),
     /// Forward proxy: CONNECT to a host neither intercepted nor allowed.
     #[error("host is not allowed through this proxy")]
     Forbidden,
@@ -50,6 +53,7 @@ impl ProxyError {
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::UpstreamBody(_) => StatusCode::BAD_GATEWAY,
             ProxyError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Translate(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
         }
     }
@@ -63,6 +67,7 @@ impl ProxyError {
             ProxyError::ClientBody(_) => "BadRequest",
             ProxyError::UpstreamBody(_) => "BadGateway",
             ProxyError::TooManyRequests { .. } => "TooManyRequests",
+            ProxyError::Translate(_) => "BadGateway",
             ProxyError::Forbidden => "Forbidden",
         }
     }
@@ -77,6 +82,9 @@ impl ProxyError {
             ProxyError::ClientBody(_) => "The request body could not be read.",
             ProxyError::UpstreamBody(_) => "The answer from Microsoft Graph broke off.",
             ProxyError::TooManyRequests { .. } => "Please retry again later.",
+            ProxyError::Translate(_) => {
+                "A legacy ID in the request could not be translated to an immutable ID."
+            }
             ProxyError::Forbidden => "This host is not allowed through the proxy.",
         }
     }

@@ -9,9 +9,8 @@
 //! records metrics and writes the access-log line. Reverse-proxied and intercepted requests
 //! take the same path; only link rewriting differs (see `Route`).
 
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{
@@ -29,14 +28,19 @@ use crate::config::{Config, PreferMode};
 use crate::content_coding::{self, Coding};
 use crate::errors::ProxyError;
 use crate::forward::{self, CLIENT_REQUEST_ID};
+use crate::id_lookup::IdLookup;
+use crate::id_store::IdStore;
 use crate::identity::{identify, mailbox_from_path, Identity, Mailbox};
 use crate::links::LinkRewriter;
 use crate::metrics::Metrics;
 use crate::prefer::{self, SkipList};
-use crate::retry::{self, Backoff, RETRY_ATTEMPT};
+use crate::retry::Backoff;
 use crate::telemetry::short_path;
 use crate::tls::TlsError;
 use crate::upstream::Upstream;
+
+mod ids;
+mod retries;
 
 pub const PREFER: HeaderName = HeaderName::from_static("prefer");
 pub const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
@@ -53,7 +57,9 @@ pub enum Route {
 }
 
 pub struct Proxy {
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
+    /// Step 3, when `rewrite.enabled`.
+    ids: Option<ids::IdRewriting>,
     prefer_mode: PreferMode,
     skip: SkipList,
     links: Option<LinkRewriter>,
@@ -75,9 +81,22 @@ struct Exchange {
 }
 
 impl Proxy {
-    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Proxy, TlsError> {
+    /// `store` is the opened ID store when `rewrite.enabled`.
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        store: Option<Arc<IdStore>>,
+    ) -> Result<Proxy, TlsError> {
+        let upstream = Arc::new(Upstream::new(&config.upstream)?);
+        let ids = store.map(|store| ids::IdRewriting {
+            lookup: IdLookup::new(upstream.clone(), store, &config.rewrite, metrics.clone()),
+            sources: config.rewrite.source_types.clone(),
+            on_error: config.rewrite.on_error,
+            responses: config.rewrite.responses,
+        });
         Ok(Proxy {
-            upstream: Upstream::new(&config.upstream)?,
+            upstream,
+            ids,
             prefer_mode: config.immutable_id.mode,
             skip: SkipList::new(&config.immutable_id.skip),
             links: LinkRewriter::new(&config.upstream.url, &config.listen.public_base_url),
@@ -177,8 +196,11 @@ impl Proxy {
         //    until the app has the whole answer.
         let permit = self.admit(&identity, &body).await?;
 
-        // 3. rewrite_ids: legacy-ID translation goes here (issue #5). It runs before Prefer
-        //    so that a buffered $batch body is parsed once for both.
+        // 3. rewrite_ids: legacy IDs in the path, $filter and JSON body become immutable.
+        //    After admit (its Graph calls count against the same budget), before Prefer,
+        //    which edits the same $batch body.
+        let (body, rewrote) = self.rewrite_ids(&mut parts, body, &identity).await?;
+        exchange.rewritten_ids = rewrote.count;
 
         // 4. apply_prefer: one Prefer line with IdType="ImmutableId" on the request and on
         //    every $batch sub-request.
@@ -195,8 +217,15 @@ impl Proxy {
             .forward_with_retries(&parts, body, &identity, exchange)
             .await?;
 
-        // 7. rewrite_links, on the reverse listener only.
-        let response = self.finish_response(response, route, prefer_sent).await?;
+        if response.status() == http::StatusCode::NOT_FOUND && !rewrote.in_path.is_empty() {
+            self.forget_after_404(&rewrote).await;
+        }
+
+        // 7. rewrite_links, on the reverse listener only (and IDs in the answer, with
+        //    rewrite.responses).
+        let response = self
+            .finish_response(response, route, prefer_sent, &rewrote)
+            .await?;
         Ok(response.map(|body| ProxyBody::Guarded(Box::new(body), permit)))
     }
 
@@ -236,142 +265,6 @@ impl Proxy {
             })
     }
 
-    /// Sends the request, and sends it again while Graph answers 429/503/504 and the rules
-    /// of step 6 allow: the app (or its SDK) does not retry itself, and the body can be
-    /// replayed. After the last try Graph's own answer goes back unchanged.
-    async fn forward_with_retries(
-        &self,
-        parts: &request::Parts,
-        body: Outgoing,
-        identity: &Identity,
-        exchange: &mut Exchange,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let held = match body {
-            Outgoing::Stream(body) => {
-                exchange.attempts = 1;
-                let request = Request::from_parts(clone_head(parts, None, 0), body);
-                let response = self.upstream.send(request, &self.metrics).await?;
-                self.penalize_if_throttled(identity, &response);
-                return Ok(response.map(ProxyBody::from));
-            }
-            Outgoing::Held { bytes, batch } => (bytes, batch),
-        };
-        let (bytes, batch) = held;
-        let may_retry = self.max_retries > 0
-            && !retry::client_retries_itself(&parts.headers)
-            && (batch || retry::is_replayable_method(&parts.method));
-        let mut attempt = 0;
-        let response = loop {
-            attempt += 1;
-            exchange.attempts = attempt;
-            let request = Request::from_parts(
-                clone_head(parts, Some(bytes.len()), attempt),
-                ProxyBody::full(bytes.clone()),
-            );
-            let response = self.upstream.send(request, &self.metrics).await?;
-            self.penalize_if_throttled(identity, &response);
-            let status = response.status().as_u16();
-            if !(may_retry && retry::is_retryable_status(status) && attempt <= self.max_retries) {
-                break response;
-            }
-            let retry_after = retry::retry_after_header(response.headers(), SystemTime::now());
-            let wait = self.backoff.delay(attempt, retry_after, jitter());
-            debug!(
-                status,
-                attempt,
-                wait_ms = wait.as_millis() as u64,
-                "Graph asked us to wait; retrying"
-            );
-            drop(response);
-            self.metrics.upstream_retries.inc();
-            tokio::time::sleep(wait).await;
-        };
-        if batch && may_retry && response.status() == 200 && is_identity_coded(response.headers()) {
-            return self
-                .retry_batch_sub_requests(parts, &bytes, response, exchange)
-                .await;
-        }
-        Ok(response.map(ProxyBody::from))
-    }
-
-    /// Graph keeps counting requests sent while it throttles, so its 429/503 Retry-After
-    /// holds back this app+mailbox (or the tenant, for requests without a mailbox).
-    fn penalize_if_throttled(&self, identity: &Identity, response: &Response<Incoming>) {
-        let status = response.status().as_u16();
-        if status != 429 && status != 503 {
-            return;
-        }
-        if let Some(wait) = retry::retry_after_header(response.headers(), SystemTime::now()) {
-            if !wait.is_zero() {
-                self.limits.penalize(
-                    &identity.tenant,
-                    &identity.app,
-                    identity.mailbox.as_ref(),
-                    wait,
-                );
-            }
-        }
-    }
-
-    /// A $batch answer is a 200 whose sub-responses may be 429/503/504; those are sent again
-    /// as a smaller batch and merged back, at most `max_retries` times.
-    async fn retry_batch_sub_requests(
-        &self,
-        parts: &request::Parts,
-        request_body: &Bytes,
-        response: Response<Incoming>,
-        exchange: &mut Exchange,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let (mut head, body) = response.into_parts();
-        let mut current = match collect_limited(body.into(), self.max_body)
-            .await
-            .map_err(ProxyError::UpstreamBody)?
-        {
-            Collected::Whole(bytes) => bytes,
-            Collected::TooLarge(body) => return Ok(Response::from_parts(head, body)),
-        };
-        let mut round = 0;
-        while round < self.max_retries {
-            let Some(plan) = retry::batch_retry(request_body, &current) else {
-                break;
-            };
-            round += 1;
-            let wait = self.backoff.delay(round, plan.retry_after, jitter());
-            debug!(
-                sub_requests = plan.ids.len(),
-                round,
-                wait_ms = wait.as_millis() as u64,
-                "retrying throttled $batch sub-requests"
-            );
-            self.metrics.upstream_retries.inc();
-            tokio::time::sleep(wait).await;
-            exchange.attempts += 1;
-            let retry_body = Bytes::from(plan.body);
-            let request = Request::from_parts(
-                clone_head(parts, Some(retry_body.len()), round + 1),
-                ProxyBody::full(retry_body),
-            );
-            let answer = self.upstream.send(request, &self.metrics).await?;
-            if answer.status() != 200 || !is_identity_coded(answer.headers()) {
-                break;
-            }
-            let answer = match collect_limited(answer.into_body().into(), self.max_body)
-                .await
-                .map_err(ProxyError::UpstreamBody)?
-            {
-                Collected::Whole(bytes) => bytes,
-                Collected::TooLarge(_) => break,
-            };
-            match retry::merge_batch_responses(&current, &answer) {
-                Some(merged) => current = Bytes::from(merged),
-                None => break,
-            }
-        }
-        head.headers
-            .insert(CONTENT_LENGTH, HeaderValue::from(current.len()));
-        Ok(Response::from_parts(head, ProxyBody::full(current)))
-    }
-
     /// Merges the app's Prefer lines with ours, unless a skip pattern says this request
     /// must go without. Returns whether IdType was sent.
     fn apply_prefer(&self, parts: &mut request::Parts) -> bool {
@@ -402,6 +295,23 @@ impl Proxy {
         body: Incoming,
     ) -> Result<Outgoing, ProxyError> {
         let is_batch = parts.method == Method::POST && batch::is_batch_path(parts.uri.path());
+        let rewritable_json = self.ids.is_some()
+            && is_json(&parts.headers)
+            && is_identity_coded(&parts.headers)
+            && declared_length(&parts.headers).is_some_and(|n| n <= self.max_body);
+        if rewritable_json && !is_batch {
+            // Step 3 may rewrite IDs in it; one that turns out larger than declared streams.
+            return match collect_limited(body.into(), self.max_body)
+                .await
+                .map_err(ProxyError::ClientBody)?
+            {
+                Collected::Whole(bytes) => Ok(Outgoing::Held {
+                    bytes,
+                    batch: false,
+                }),
+                Collected::TooLarge(body) => Ok(Outgoing::Stream(body)),
+            };
+        }
         if !is_batch {
             return Ok(if http_body::Body::is_end_stream(&body) {
                 Outgoing::Held {
@@ -472,6 +382,7 @@ impl Proxy {
         response: Response<ProxyBody>,
         route: Route,
         prefer_sent: bool,
+        rewrote: &ids::Rewrote,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut parts, body) = response.into_parts();
         forward::prepare_response(&mut parts.headers);
@@ -486,19 +397,23 @@ impl Proxy {
                 .inc(if applied { "immutable" } else { "not_applied" });
         }
         let links = match (&self.links, route) {
-            (Some(links), Route::Reverse) => links,
-            _ => return Ok(Response::from_parts(parts, body)),
+            (Some(links), Route::Reverse) => Some(links),
+            _ => None,
         };
-        for name in [LOCATION, CONTENT_LOCATION] {
-            let rewritten = parts
-                .headers
-                .get(&name)
-                .and_then(|v| links.rewrite_header(v.as_bytes()));
-            if let Some(value) = rewritten {
-                parts.headers.insert(name, value);
+        let ids = self.wants_response_ids(rewrote);
+        if let Some(links) = links {
+            for name in [LOCATION, CONTENT_LOCATION] {
+                let rewritten = parts
+                    .headers
+                    .get(&name)
+                    .and_then(|v| links.rewrite_header(v.as_bytes()));
+                if let Some(value) = rewritten {
+                    parts.headers.insert(name, value);
+                }
             }
         }
-        if !is_json(&parts.headers)
+        if (links.is_none() && !ids)
+            || !is_json(&parts.headers)
             || declared_length(&parts.headers).is_some_and(|n| n == 0 || n > self.max_body)
         {
             return Ok(Response::from_parts(parts, body));
@@ -513,12 +428,54 @@ impl Proxy {
             Collected::Whole(bytes) => bytes,
             Collected::TooLarge(body) => return Ok(Response::from_parts(parts, body)),
         };
-        let new_body = rewrite_json_links(links, coding, &bytes, self.max_body);
+        let new_body = self
+            .rewrite_json_body(links, ids.then_some(rewrote), coding, &bytes)
+            .await;
         let bytes = new_body.map_or(bytes, Bytes::from);
         parts
             .headers
             .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         Ok(Response::from_parts(parts, ProxyBody::full(bytes)))
+    }
+
+    /// Links, then (with `rewrite.responses`) IDs, in one decode/encode of the answer. None:
+    /// send the original bytes (nothing changed, not JSON, or an encoding we could not
+    /// undo).
+    async fn rewrite_json_body(
+        &self,
+        links: Option<&LinkRewriter>,
+        ids: Option<&ids::Rewrote>,
+        coding: Coding,
+        bytes: &[u8],
+    ) -> Option<Vec<u8>> {
+        let plain = match coding {
+            Coding::Identity => None,
+            coding => Some(content_coding::decode(coding, bytes, self.max_body).ok()?),
+        };
+        let mut current: std::borrow::Cow<'_, [u8]> = match &plain {
+            Some(plain) => plain.as_slice().into(),
+            None => bytes.into(),
+        };
+        let mut changed = false;
+        if let Some(links) = links {
+            if let Ok(Some(rewritten)) = links.rewrite_json(&current) {
+                current = rewritten.into();
+                changed = true;
+            }
+        }
+        if let Some(rewrote) = ids {
+            if let Some((rewritten, _count)) = self.rewrite_response_ids(rewrote, &current).await {
+                current = rewritten.into();
+                changed = true;
+            }
+        }
+        if !changed {
+            return None;
+        }
+        match coding {
+            Coding::Identity => Some(current.into_owned()),
+            coding => content_coding::encode(coding, &current).ok(),
+        }
     }
 }
 
@@ -529,60 +486,6 @@ enum Outgoing {
     /// In memory (empty, or a $batch we read), so it can be sent again. `batch` marks a
     /// $batch body whose sub-responses may be retried.
     Held { bytes: Bytes, batch: bool },
-}
-
-/// The request head for one attempt. `body_len` is the held body's length (None: streamed,
-/// keep the app's framing); attempts after the first carry `Retry-Attempt`.
-fn clone_head(parts: &request::Parts, body_len: Option<usize>, attempt: u32) -> request::Parts {
-    let mut builder = Request::builder()
-        .method(parts.method.clone())
-        .uri(parts.uri.clone())
-        .version(parts.version);
-    if let Some(headers) = builder.headers_mut() {
-        *headers = parts.headers.clone();
-        if let Some(len) = body_len {
-            if len > 0 || headers.contains_key(CONTENT_LENGTH) {
-                headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-            }
-        }
-        if attempt > 1 {
-            headers.insert(RETRY_ATTEMPT, HeaderValue::from(attempt - 1));
-        }
-    }
-    // The builder only fails on invalid parts, and these came from a valid request.
-    match builder.body(()) {
-        Ok(request) => request.into_parts().0,
-        Err(_) => Request::new(()).into_parts().0,
-    }
-}
-
-/// A number in [0, 1) for backoff jitter: std's per-instance random hash keys are random
-/// enough to spread retries, and need no extra dependency.
-fn jitter() -> f64 {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// The rewritten body, or None to send the original bytes (nothing to change, not JSON,
-/// or a compressed body we could not decode).
-fn rewrite_json_links(
-    links: &LinkRewriter,
-    coding: Coding,
-    bytes: &[u8],
-    limit: usize,
-) -> Option<Vec<u8>> {
-    let plain = match coding {
-        Coding::Identity => None,
-        coding => Some(content_coding::decode(coding, bytes, limit).ok()?),
-    };
-    let rewritten = links
-        .rewrite_json(plain.as_deref().unwrap_or(bytes))
-        .ok()??;
-    match coding {
-        Coding::Identity => Some(rewritten),
-        coding => content_coding::encode(coding, &rewritten).ok(),
-    }
 }
 
 /// The app's `client-request-id`, or a new one added to the request so Graph and our logs
