@@ -45,6 +45,8 @@ pub mod exchange_id;
 pub mod forward;
 pub mod id_lookup;
 pub mod id_rewrite;
+#[cfg(test)]
+mod id_samples;
 pub mod id_store;
 pub mod identity;
 pub mod json_scan;

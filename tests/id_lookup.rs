@@ -18,7 +18,9 @@ use immutable_id_proxy::metrics::Metrics;
 use immutable_id_proxy::sim::{self, CONTOSO_TENANT_ID};
 use immutable_id_proxy::upstream::Upstream;
 use serde_json::{json, Value};
-use support::{bearer, recorded_header, HttpClient, Sim, TempDir, ADELE};
+use support::{
+    bearer, ensure_messages, message_ids, recorded_header, HttpClient, Sim, TempDir, ADELE,
+};
 
 const ALEX: &str = "alexw@contoso.onmicrosoft.com";
 const SOURCES: [SourceType; 3] = [SourceType::RestId, SourceType::EwsId, SourceType::EntryId];
@@ -64,60 +66,6 @@ fn caller(upn: &str, authorization: &str, app_only: bool) -> Caller {
 
 fn candidate(id: &str) -> Candidate {
     candidate_for(id, &SOURCES).expect("simulator IDs are translatable message IDs")
-}
-
-/// Creates messages until the mailbox holds at least `count`.
-async fn ensure_messages(sim: &Sim, upn: &str, count: usize) {
-    let have = message_ids(sim, upn, false).await.len();
-    let client = HttpClient::h1();
-    let url = format!("{}/v1.0/users/{upn}/messages", sim.url);
-    let missing: Vec<usize> = (have..count).collect();
-    for chunk in missing.chunks(50) {
-        join_all(chunk.iter().map(|n| {
-            let request = Request::post(&url)
-                .header("authorization", bearer(upn))
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(
-                    json!({"subject": format!("message {n}")}).to_string(),
-                )))
-                .expect("valid request");
-            let client = client.clone();
-            async move {
-                let (status, _, _) = client.send(request).await;
-                assert_eq!(status, 201);
-            }
-        }))
-        .await;
-    }
-}
-
-/// Every message ID of the mailbox, newest first; regular IDs unless `immutable`.
-async fn message_ids(sim: &Sim, upn: &str, immutable: bool) -> Vec<String> {
-    let client = HttpClient::h1();
-    let token = bearer(upn);
-    let mut headers = vec![("authorization", token.as_str())];
-    if immutable {
-        headers.push(("prefer", "IdType=\"ImmutableId\""));
-    }
-    let mut ids = Vec::new();
-    loop {
-        let url = format!(
-            "{}/v1.0/users/{upn}/messages?$top=1000&$skip={}&$select=id",
-            sim.url,
-            ids.len()
-        );
-        let (status, _, body) = client.get_with(&url, &headers).await;
-        assert_eq!(status, 200);
-        let json: Value = serde_json::from_slice(&body).expect("list is JSON");
-        let page = json["value"].as_array().expect("value list").clone();
-        ids.extend(
-            page.iter()
-                .map(|m| m["id"].as_str().expect("id").to_owned()),
-        );
-        if json.get("@odata.nextLink").is_none() {
-            return ids;
-        }
-    }
 }
 
 async fn translate_calls(sim: &Sim) -> u64 {

@@ -8,69 +8,11 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::future::join_all;
-use http::Request;
-use http_body_util::Full;
 use immutable_id_proxy::id_store::IdStore;
 use immutable_id_proxy::metrics::Metrics;
 use immutable_id_proxy::sim::CONTOSO_TENANT_ID;
-use serde_json::{json, Value};
-use support::{bearer, token_for, HttpClient, Sim, TempDir, ADELE, BIN};
-
-/// Creates messages until the mailbox holds at least `count`.
-async fn ensure_messages(sim: &Sim, upn: &str, count: usize) {
-    let have = message_ids(sim, upn, false).await.len();
-    let client = HttpClient::h1();
-    let url = format!("{}/v1.0/users/{upn}/messages", sim.url);
-    let missing: Vec<usize> = (have..count).collect();
-    for chunk in missing.chunks(50) {
-        join_all(chunk.iter().map(|n| {
-            let request = Request::post(&url)
-                .header("authorization", bearer(upn))
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(
-                    json!({"subject": format!("message {n}")}).to_string(),
-                )))
-                .expect("valid request");
-            let client = client.clone();
-            async move {
-                let (status, _, _) = client.send(request).await;
-                assert_eq!(status, 201);
-            }
-        }))
-        .await;
-    }
-}
-
-/// Every message ID of the mailbox, newest first; regular IDs unless `immutable`.
-async fn message_ids(sim: &Sim, upn: &str, immutable: bool) -> Vec<String> {
-    let client = HttpClient::h1();
-    let token = bearer(upn);
-    let mut headers = vec![("authorization", token.as_str())];
-    if immutable {
-        headers.push(("prefer", "IdType=\"ImmutableId\""));
-    }
-    let mut ids = Vec::new();
-    loop {
-        let url = format!(
-            "{}/v1.0/users/{upn}/messages?$top=1000&$skip={}&$select=id",
-            sim.url,
-            ids.len()
-        );
-        let (status, _, body) = client.get_with(&url, &headers).await;
-        assert_eq!(status, 200);
-        let json: Value = serde_json::from_slice(&body).expect("list is JSON");
-        let page = json["value"].as_array().expect("value list").clone();
-        ids.extend(
-            page.iter()
-                .map(|m| m["id"].as_str().expect("id").to_owned()),
-        );
-        if json.get("@odata.nextLink").is_none() {
-            return ids;
-        }
-    }
-}
+use serde_json::json;
+use support::{ensure_messages, message_ids, token_for, Sim, TempDir, ADELE, BIN};
 
 /// Runs `translate` in `dir` (no config.toml there: built-in defaults) with Adele's token in
 /// `GRAPH_TOKEN`, off the async workers so the simulator keeps answering.
