@@ -282,3 +282,70 @@ async fn a_failed_call_exits_1_without_rows_so_a_rerun_retries_it() {
     assert_eq!(rerun.status.code(), Some(0));
     assert_eq!(rows(&dir.join("out.csv")).len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_sends_the_mappings_to_a_running_proxy_which_serves_them_after_a_move() {
+    let sim = Sim::start().await;
+    let store = TempDir::new("translate-admin-store");
+    let proxy = support::ProxyProcess::start(&support::config_for(
+        &sim.url,
+        &format!(
+            "[rewrite]\nenabled = true\nstore = \"{}\"\n",
+            store.join("idmap.redb").display()
+        ),
+    ));
+    let regular: Vec<String> = message_ids(&sim, ADELE, false).await[..3].to_vec();
+    let dir = TempDir::new("translate-admin");
+    std::fs::write(dir.join("ids.txt"), regular.join("\n")).unwrap();
+    let run = translate(
+        dir.path(),
+        &sim,
+        &[
+            "--input",
+            "ids.txt",
+            "--output",
+            "out.csv",
+            "--admin",
+            &proxy.admin,
+        ],
+    )
+    .await;
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(translate_calls(&sim).await, 1);
+
+    // The item moves; Graph no longer knows the stored ID, the proxy does.
+    let client = support::HttpClient::h1();
+    let moved = http::Request::post(format!(
+        "{}/v1.0/users/{ADELE}/messages/{}/move",
+        sim.url,
+        regular[0].replace('=', "%3D")
+    ))
+    .header("authorization", support::bearer(ADELE))
+    .header("content-type", "application/json")
+    .body(http_body_util::Full::new(bytes::Bytes::from_static(
+        b"{\"destinationId\":\"archive\"}",
+    )))
+    .unwrap();
+    assert_eq!(client.send(moved).await.0, 201);
+    let (status, _, _) = client
+        .get_with(
+            &format!(
+                "{}/v1.0/users/{ADELE}/messages/{}",
+                proxy.url,
+                regular[0].replace('=', "%3D")
+            ),
+            &[("authorization", &support::bearer(ADELE))],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        translate_calls(&sim).await,
+        1,
+        "served from what --admin imported"
+    );
+}
