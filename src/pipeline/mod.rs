@@ -132,6 +132,12 @@ impl Proxy {
         route: Route,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
+        // hyper frames a body with both Content-Length and Transfer-Encoding by the latter
+        // and drops the former before we see it, so "both" cannot be told apart from
+        // "chunked": RFC 9112 6.1 then requires closing the connection after the answer,
+        // which keeps bytes after the chunked body (a smuggled request) from being read.
+        let close_after = req.version() <= http::Version::HTTP_11
+            && req.headers().contains_key(http::header::TRANSFER_ENCODING);
         let method = req.method().clone();
         let path = short_path(req.uri().path());
         let mut exchange = Exchange {
@@ -155,6 +161,12 @@ impl Proxy {
             }
         };
 
+        let mut response = response;
+        if close_after {
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
         self.metrics.requests.inc(status);
