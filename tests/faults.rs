@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
+use support::message_ids;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -291,4 +292,78 @@ async fn garbage_instead_of_a_tls_handshake_does_not_disturb_the_tls_listener() 
     assert_eq!(status, 200);
     drop(client);
     assert_fds_back_to(&proxy, baseline).await;
+}
+
+#[tokio::test]
+async fn no_token_appears_in_any_log_line_even_at_trace_level() {
+    let certs = TempDir::new("certs");
+    let out = std::process::Command::new(BIN)
+        .args(["certs", "init", "--dir"])
+        .arg(certs.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let sim = Sim::start().await;
+    let store = TempDir::new("store");
+    let config = config_for(
+        &sim.url,
+        &format!(
+            "[log]\nlevel = \"trace\"\n[rewrite]\nenabled = true\nstore = \"{}\"\n",
+            store.join("idmap.redb").display()
+        ),
+    )
+    .replace("level = \"debug\"\n", "")
+    .replace(
+        "[listen]\naddr = \"127.0.0.1:0\"\n",
+        &format!(
+            "[listen]\naddr = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            certs.join("server.pem").display(),
+            certs.join("server-key.pem").display()
+        ),
+    );
+    let proxy = ProxyProcess::start(&config);
+    let token = token_for(ADELE);
+    let regular = message_ids(&sim, ADELE, false).await.remove(0);
+    for http2 in [false, true] {
+        let client = HttpClient::with_ca(&certs.join("ca.pem"), http2);
+        let auth = format!("Bearer {token}");
+        let (status, _, _) = client
+            .get_with(
+                &format!(
+                    "{}/v1.0/users/{ADELE}/messages/{}",
+                    proxy.url,
+                    regular.replace('=', "%3D")
+                ),
+                &[
+                    ("authorization", &auth),
+                    ("cookie", "session=cookie-secret-value"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200);
+        let batch = serde_json::json!({"requests": [
+            {"id": "1", "method": "GET", "url": format!("/users/{ADELE}/messages?$top=1")}
+        ]});
+        let request = Request::post(format!("{}/v1.0/$batch", proxy.url))
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(batch.to_string())))
+            .unwrap();
+        assert_eq!(client.send(request).await.0, 200);
+    }
+    proxy.signal("TERM");
+    let (code, stderr) = proxy.wait_async().await;
+    assert_eq!(code, Some(0));
+    assert!(
+        !stderr.contains("drain grace ran out"),
+        "clients that answer GOAWAY let the drain end at once"
+    );
+    assert!(
+        stderr.lines().count() > 20,
+        "trace logging was on: {stderr}"
+    );
+    let payload = token.split('.').nth(1).unwrap();
+    for secret in [token.as_str(), payload, "cookie-secret-value"] {
+        assert!(!stderr.contains(secret), "a secret reached the log");
+    }
 }

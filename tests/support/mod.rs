@@ -286,6 +286,14 @@ impl ProxyProcess {
         (status.code(), self.stderr_so_far())
     }
 
+    /// `wait` off the async workers, so this test's own clients keep running (an h2 client
+    /// must answer the proxy's GOAWAY for the drain to finish).
+    pub async fn wait_async(self) -> (Option<i32>, String) {
+        tokio::task::spawn_blocking(move || self.wait())
+            .await
+            .expect("the wait task ends")
+    }
+
     pub fn stderr_so_far(&self) -> String {
         self.stderr.lock().map(|t| t.clone()).unwrap_or_default()
     }
