@@ -9,13 +9,16 @@
 //!   app ──HTTP/1.1, h2, TLS──▶ server ──▶ pipeline::Proxy::handle (one error boundary)
 //!                                           │
 //!     1 identify      identity.rs      tenant/app/mailbox from the JWT and the path
-//!     2 admit         (issue #4)       per-tenant and per-mailbox limits
-//!     3 rewrite_ids   (issue #5)       legacy IDs -> immutable IDs
+//!     2 admit         admit.rs         per-tenant rate, per app+mailbox budget and
+//!                                      in-flight cap, penalty box, FIFO queueing
+//!     3 rewrite_ids   id_rewrite.rs,   legacy IDs in path/$filter/JSON/$batch ->
+//!                     id_lookup.rs,    immutable: cache -> id_store.rs (redb) ->
+//!                     exchange_id.rs   coalesced translateExchangeIds
 //!     4 apply_prefer  prefer.rs,       one Prefer line with IdType="ImmutableId",
 //!                     batch.rs         also inside every $batch sub-request
 //!     5 forward       forward.rs,      hop-by-hop out, Host/target = upstream,
 //!                     upstream.rs      pooled HTTP/1.1 + h2 client, timeouts
-//!     6 retries       (issue #4)       Retry-After, backoff, Retry-Attempt
+//!     6 retries       retry.rs         Retry-After, backoff, Retry-Attempt, $batch
 //!     7 rewrite_links links.rs,        nextLink/deltaLink/Location -> public_base_url
 //!                     json_scan.rs,    byte-preserving JSON edits,
 //!                     content_coding   gzip/deflate/br
@@ -23,10 +26,11 @@
 //!   app ◀──────────────────────────── answer (Graph's, or errors.rs in Graph's shape)
 //! ```
 //!
-//! `config.rs` validates everything before `app.rs` binds a port; `admin.rs` serves
-//! /healthz, /readyz, /metrics and /shutdown; `certs.rs` makes the local CA. The Graph
-//! simulator used by `sim`, `demo` and the tests lives apart in `sim/`, and product code
-//! never reaches into it.
+//! `pipeline/` writes the path out once (`mod.rs`; step 3 in `ids.rs`, step 6 in
+//! `retries.rs`). `config.rs` validates everything before `app.rs` binds a port; `admin.rs`
+//! serves /healthz, /readyz, /metrics, /idmap and /shutdown; `certs.rs` makes the local CA;
+//! `bulk_translate.rs` is the `translate` command. The Graph simulator used by `sim`, `demo`
+//! and the tests lives apart in `sim/`, and product code never reaches into it.
 
 #![forbid(unsafe_code)]
 
