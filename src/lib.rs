@@ -24,7 +24,8 @@
 //! ```
 //!
 //! `config.rs` validates everything before `app.rs` binds a port; `admin.rs` serves
-//! /healthz, /readyz, /metrics and /shutdown; `certs.rs` makes the local CA. The Graph
+//! /healthz, /readyz, /metrics and /shutdown; `certs.rs` makes the local CA, from which
+//! `forward_proxy/` mints certificates for drop-in mode (apps that set `HTTPS_PROXY`). The Graph
 //! simulator used by `sim`, `demo` and the tests lives apart in `sim/`, and product code
 //! never reaches into it.
 
@@ -43,6 +44,7 @@ pub mod demo;
 pub mod errors;
 pub mod exchange_id;
 pub mod forward;
+pub mod forward_proxy;
 pub mod id_lookup;
 pub mod id_rewrite;
 #[cfg(test)]
