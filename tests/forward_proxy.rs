@@ -384,6 +384,38 @@ async fn hosts_neither_intercepted_nor_allowed_get_403_and_targets_without_a_por
         3
     );
     assert!(sim.requests().await.is_empty(), "nothing reached Graph");
+
+    // Plain HTTP in absolute form for an intercepted host takes the pipeline too.
+    let (status, page, _) = ask(
+        &forward,
+        &format!(
+            "GET http://graph.microsoft.com/v1.0/users/{ADELE}/messages?$top=1 HTTP/1.1\r\n\
+             Host: graph.microsoft.com\r\nAuthorization: {}\r\n\r\n",
+            bearer(ADELE)
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let seen = sim.last_request_to("/messages").await;
+    assert_eq!(recorded_header(&seen, "prefer"), vec![IMMUTABLE.to_owned()]);
+}
+
+#[test]
+fn a_ca_key_that_does_not_match_the_certificate_stops_start_up_with_exit_2() {
+    let one = TempDir::new("fwd-certs");
+    certs_init(&one);
+    let two = TempDir::new("fwd-other");
+    certs_init(&two);
+    std::fs::copy(two.join("ca-key.pem"), one.join("ca-key.pem")).unwrap();
+    let config = forward_config("http://127.0.0.1:9", &one, "");
+    std::fs::write(one.join("config.toml"), config).unwrap();
+    let out = run_bin(&["run", "--config", "config.toml"], one.path());
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("forward_proxy.ca_key does not belong to forward_proxy.ca_cert"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -489,13 +521,18 @@ async fn a_client_that_does_not_trust_the_ca_fails_its_handshake_and_nobody_else
     .unwrap();
     assert_eq!(send_h2(&mut send, get).await.0, 200);
 
+    // The drain waits for the open h2 connection to answer the shutdown ping, so this
+    // runtime keeps serving it while another thread waits for the exit.
     proxy.signal("TERM");
-    let (code, stderr) = proxy.wait();
+    let (code, stderr) = tokio::task::spawn_blocking(move || proxy.wait())
+        .await
+        .unwrap();
     assert_eq!(code, Some(0));
     assert!(
         stderr.contains("TLS handshake inside CONNECT failed"),
         "{stderr}"
     );
+    assert!(!stderr.contains("drain grace ran out"), "{stderr}");
 }
 
 #[tokio::test]
