@@ -1,4 +1,5 @@
-//! The admin listener: liveness, readiness, metrics and an orderly exit.
+//! The admin listener: liveness, readiness, metrics, the interception CA's public
+//! certificate and an orderly exit.
 //!
 //! It binds loopback by default and answers only these routes. It never proxies anything and
 //! never serves a private key.
@@ -55,6 +56,9 @@ pub struct Admin {
     pub shutdown: ShutdownTrigger,
     /// The ID store, when `rewrite.enabled`: `POST /idmap` fills it.
     pub ids: Option<Arc<IdStore>>,
+    /// The interception CA's public certificate, when `forward_proxy.enabled`: `GET /ca.pem`
+    /// serves it so clients can trust it. Never the key.
+    pub ca_pem: Option<String>,
 }
 
 /// Largest CSV `POST /idmap` accepts in one request (about 200,000 mappings); larger
@@ -72,6 +76,7 @@ impl Admin {
             metrics,
             shutdown,
             ids,
+            ca_pem: None,
         }
     }
 
@@ -94,6 +99,22 @@ impl Admin {
                 response
             }
             (&Method::POST, "/idmap") => self.import_idmap(req).await,
+            (&Method::GET | &Method::HEAD, "/ca.pem") => match &self.ca_pem {
+                Some(pem) => {
+                    let mut response = text(StatusCode::OK, pem.clone());
+                    response.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("application/x-pem-file"),
+                    );
+                    response
+                }
+                None => graph_error(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    "forward_proxy.enabled is false: there is no interception CA.",
+                    &uuid::Uuid::new_v4().to_string(),
+                ),
+            },
             (&Method::POST, "/shutdown") => {
                 self.ready.store(false, Ordering::Release);
                 self.shutdown.trigger();

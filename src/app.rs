@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::admin::{Admin, ShutdownTrigger};
 use crate::config::{Backend, Config};
+use crate::forward_proxy::{ForwardProxy, LeafMint, MintError};
 use crate::id_store::IdStore;
 use crate::metrics::Metrics;
 use crate::pipeline::{Proxy, Route};
@@ -32,6 +33,9 @@ pub enum StartupError {
     /// The ID store could not be opened (its message names `rewrite.store`).
     #[error(transparent)]
     Store(#[from] crate::id_store::StoreError),
+    /// The interception CA could not be used (its message names the key).
+    #[error(transparent)]
+    ForwardProxy(#[from] MintError),
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
         key: &'static str,
@@ -48,12 +52,16 @@ pub struct App {
     metrics: Arc<Metrics>,
     /// Opened only when `rewrite.enabled`.
     ids: Option<Arc<IdStore>>,
+    /// Loaded only when `forward_proxy.enabled`.
+    mint: Option<Arc<LeafMint>>,
 }
 
 /// Listeners bound before serving, so callers (and tests on port 0) know the addresses.
 pub struct Bound {
     pub proxy: TcpListener,
     pub admin: TcpListener,
+    /// Bound only when `forward_proxy.enabled`.
+    pub forward: Option<TcpListener>,
 }
 
 impl Bound {
@@ -62,6 +70,9 @@ impl Bound {
     }
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.local_addr().ok()
+    }
+    pub fn forward_addr(&self) -> Option<SocketAddr> {
+        self.forward.as_ref()?.local_addr().ok()
     }
 }
 
@@ -90,12 +101,19 @@ impl App {
             )),
             None => None,
         };
+        let mint = if config.forward_proxy.enabled {
+            let fp = &config.forward_proxy;
+            Some(Arc::new(LeafMint::load(&fp.ca_cert, &fp.ca_key)?))
+        } else {
+            None
+        };
         Ok(App {
             config,
             proxy: Arc::new(proxy),
             tls,
             metrics,
             ids,
+            mint,
         })
     }
 
@@ -112,6 +130,10 @@ impl App {
         let bound = Bound {
             proxy: bind("listen.addr", self.config.listen.addr).await?,
             admin: bind("admin.addr", self.config.admin.addr).await?,
+            forward: match self.mint {
+                Some(_) => Some(bind("forward_proxy.addr", self.config.forward_proxy.addr).await?),
+                None => None,
+            },
         };
         // `listen.addr` on port 0 (tests, `demo`): a public URL derived from it would say
         // port 0, so it takes the port the kernel chose.
@@ -147,11 +169,9 @@ impl App {
         let eviction = self.proxy.limits().spawn_eviction(EVICT_EVERY);
         let reloader = reload
             .map(|reload| tokio::spawn(reload_on_sighup(self.proxy.limits().clone(), reload)));
-        let admin = Arc::new(Admin::new(
-            self.metrics.clone(),
-            shutdown.clone(),
-            self.ids.clone(),
-        ));
+        let mut admin = Admin::new(self.metrics.clone(), shutdown.clone(), self.ids.clone());
+        admin.ca_pem = self.mint.as_ref().map(|mint| mint.ca_pem());
+        let admin = Arc::new(admin);
         let admin_stop = ShutdownTrigger::new();
         let admin_task = {
             let admin = admin.clone();
@@ -182,6 +202,22 @@ impl App {
                 info!("shutting down: no new connections, draining in-flight requests");
             }
         };
+        // The forward listener stops accepting with the main one and drains alongside it.
+        let forward_task = match (bound.forward, &self.mint) {
+            (Some(listener), Some(mint)) => {
+                let forward = Arc::new(ForwardProxy::new(
+                    &self.config,
+                    self.proxy.clone(),
+                    mint.clone(),
+                ));
+                Some(tokio::spawn(forward.serve(
+                    listener,
+                    options.clone(),
+                    shutdown.triggered(),
+                )))
+            }
+            _ => None,
+        };
         admin.ready.store(true, Ordering::Release);
         info!("ready");
         server::serve(
@@ -192,6 +228,9 @@ impl App {
             draining,
         )
         .await;
+        if let Some(forward) = forward_task {
+            let _ = forward.await;
+        }
         admin_stop.trigger();
         let _ = admin_task.await;
         eviction.abort();
@@ -239,9 +278,6 @@ pub fn inactive_features(config: &Config) -> Vec<String> {
         out.push(
             "shared.backend: redis is not active yet in this build (state is local)".to_owned(),
         );
-    }
-    if config.forward_proxy.enabled {
-        out.push("forward_proxy: not active yet in this build (no drop-in listener)".to_owned());
     }
     if config.upstream.proxy.is_some() {
         out.push(

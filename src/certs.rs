@@ -142,7 +142,7 @@ fn parse_san(s: &str) -> Result<SanType, CertsError> {
 
 /// Writes via a temporary file and a rename, so a crash never leaves half a key, and creates
 /// the file with its final mode so a key is never readable by others, not even for a moment.
-fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CertsError> {
+pub(crate) fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CertsError> {
     let err = |source| CertsError::Write {
         path: path.to_path_buf(),
         source,

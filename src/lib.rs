@@ -28,9 +28,11 @@
 //!
 //! `pipeline/` writes the path out once (`mod.rs`; step 3 in `ids.rs`, step 6 in
 //! `retries.rs`). `config.rs` validates everything before `app.rs` binds a port; `admin.rs`
-//! serves /healthz, /readyz, /metrics, /idmap and /shutdown; `certs.rs` makes the local CA;
-//! `bulk_translate.rs` is the `translate` command. The Graph simulator used by `sim`, `demo`
-//! and the tests lives apart in `sim/`, and product code never reaches into it.
+//! serves /healthz, /readyz, /metrics, /ca.pem, /idmap and /shutdown; `certs.rs` makes the
+//! local CA, from which `forward_proxy/` mints certificates for drop-in mode (apps that set
+//! `HTTPS_PROXY`); `bulk_translate.rs` is the `translate` command. The Graph simulator used
+//! by `sim`, `demo` and the tests lives apart in `sim/`, and product code never reaches
+//! into it.
 
 #![forbid(unsafe_code)]
 
@@ -47,6 +49,7 @@ pub mod demo;
 pub mod errors;
 pub mod exchange_id;
 pub mod forward;
+pub mod forward_proxy;
 pub mod id_lookup;
 pub mod id_rewrite;
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The command line: `run` (the default), `check`, `certs init`, `sim` and `demo`.
+//! The command line: `run` (the default), `check`, `certs init|bundle`, `env`, `sim` and
+//! `demo`.
 //!
 //! Exit codes: 0 ok; 2 bad config or arguments (the message names the key or flag); 1 a
 //! runtime failure. Logs go to stderr; the addresses a command listens on go to stdout, one
@@ -14,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use immutable_id_proxy::admin::ShutdownTrigger;
 use immutable_id_proxy::app::{self, App};
 use immutable_id_proxy::config::{self, Overrides};
+use immutable_id_proxy::forward_proxy::client_setup;
 use immutable_id_proxy::{bulk_translate, certs, demo, telemetry};
 
 #[derive(Parser)]
@@ -50,6 +52,20 @@ enum Command {
     Demo,
     /// Translate stored IDs to immutable ones in bulk (CSV out; resumable).
     Translate(bulk_translate::TranslateArgs),
+    /// Print the proxy and trust settings a client stack needs for drop-in mode.
+    Env(EnvArgs),
+}
+
+#[derive(Args)]
+struct EnvArgs {
+    /// The client stack
+    #[arg(long, value_enum)]
+    runtime: client_setup::Runtime,
+    /// The bundle made by `certs bundle` [default: bundle.pem beside forward_proxy.ca_cert]
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Args, Default)]
@@ -78,6 +94,15 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Write the system's roots plus our CA as one PEM file, for clients of drop-in mode.
+    Bundle {
+        /// Where `certs init` wrote ca.pem
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// The bundle to write [default: DIR/bundle.pem]
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,6 +114,26 @@ fn main() -> ExitCode {
         Some(Command::Sim { listen }) => sim(&listen),
         Some(Command::Demo) => demo(),
         Some(Command::Translate(args)) => bulk_translate::run(args),
+        Some(Command::Env(args)) => env(args),
+        Some(Command::Certs(CertsCommand::Bundle { dir, out })) => {
+            let ca = dir.join(certs::CA_CERT);
+            let out = out.unwrap_or_else(|| dir.join("bundle.pem"));
+            let system = std::path::Path::new(client_setup::SYSTEM_BUNDLE);
+            match client_setup::write_bundle(&ca, &out, system) {
+                Ok(bundle) => {
+                    print!("{}", bundle.describe(&ca));
+                    ExitCode::SUCCESS
+                }
+                Err(e @ client_setup::BundleError::Ca(_)) => {
+                    eprintln!("certs bundle: {e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("certs bundle: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some(Command::Certs(CertsCommand::Init { dir, sans, force })) => {
             match certs::init(&dir, &sans, force) {
                 Ok(created) => {
@@ -135,6 +180,35 @@ fn check(args: ConfigArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn env(args: EnvArgs) -> ExitCode {
+    let loaded = match load(&args.config) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let fp = &loaded.config.forward_proxy;
+    let bundle = args.bundle.unwrap_or_else(|| {
+        fp.ca_cert
+            .parent()
+            .unwrap_or_else(|| std::path::Path::new(""))
+            .join("bundle.pem")
+    });
+    let setup = client_setup::ClientSetup::new(fp.addr, &bundle, &fp.ca_cert);
+    print!("{}", setup.env_text(args.runtime));
+    if !fp.enabled {
+        eprintln!(
+            "note: forward_proxy.enabled is false in this config; the proxy will not listen on {}",
+            fp.addr
+        );
+    }
+    if !setup.bundle.exists() {
+        eprintln!(
+            "note: {} does not exist yet; run `immutable-id-proxy certs bundle`",
+            setup.bundle.display()
+        );
+    }
+    ExitCode::SUCCESS
+}
+
 fn run(args: ConfigArgs) -> ExitCode {
     let loaded = match load(&args) {
         Ok(loaded) => loaded,
@@ -172,6 +246,10 @@ fn run(args: ConfigArgs) -> ExitCode {
             }
         };
         let scheme = if app.is_tls() { "https" } else { "http" };
+        // Printed first: readers stop at the two lines below.
+        if let Some(forward) = bound.forward_addr() {
+            println!("forward proxy listening on http://{forward}");
+        }
         if let (Some(proxy), Some(admin)) = (bound.proxy_addr(), bound.admin_addr()) {
             println!("proxy listening on {scheme}://{proxy}");
             println!("admin listening on http://{admin}");

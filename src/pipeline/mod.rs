@@ -46,14 +46,15 @@ pub const PREFER: HeaderName = HeaderName::from_static("prefer");
 pub const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 
 /// Which listener a request arrived on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     /// The app's base URL is the proxy: Graph's absolute links are rewritten to
     /// `public_base_url` so paging stays inside the proxy.
     Reverse,
     /// Drop-in mode: the app believes it talks to Graph and follows Graph's own links back
-    /// through the proxy, so links stay as Graph wrote them.
-    Intercepted,
+    /// through the proxy, so links stay as Graph wrote them. The origin is where the
+    /// request goes: the host the app asked for in its CONNECT (or a fixed `upstream.url`).
+    Intercepted(crate::config::Origin),
 }
 
 pub struct Proxy {
@@ -219,8 +220,13 @@ impl Proxy {
         let prefer_sent = self.apply_prefer(&mut parts);
         let body = self.apply_prefer_to_batch(&parts, body);
 
-        // 5. forward: hop-by-hop headers out, Host and target from the configured upstream.
-        forward::prepare_request(&mut parts, &self.upstream.origin)?;
+        // 5. forward: hop-by-hop headers out, Host and target from the configured upstream
+        //    (or, in drop-in mode, the host the app asked for).
+        let origin = match &route {
+            Route::Reverse => &self.upstream.origin,
+            Route::Intercepted(origin) => origin,
+        };
+        forward::prepare_request(&mut parts, origin)?;
 
         // 6. retries: 429/503/504 from Graph are retried here, with Retry-After or backoff,
         //    for requests that can be sent again; throttled $batch sub-requests too. Graph's

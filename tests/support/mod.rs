@@ -187,6 +187,8 @@ pub struct ProxyProcess {
     pub child: Child,
     pub url: String,
     pub admin: String,
+    /// `http://ADDR` of the forward proxy listener, when `forward_proxy.enabled`.
+    pub forward: Option<String>,
     pub dir: TempDir,
     /// Everything the process wrote to stderr so far, collected by a reader thread.
     stderr: Arc<std::sync::Mutex<String>>,
@@ -220,6 +222,7 @@ impl ProxyProcess {
         let mut lines = BufReader::new(stdout).lines();
         let mut url = None;
         let mut admin = None;
+        let mut forward = None;
         while url.is_none() || admin.is_none() {
             match lines.next() {
                 Some(Ok(line)) => {
@@ -227,6 +230,8 @@ impl ProxyProcess {
                         url = Some(rest.trim().to_owned());
                     } else if let Some(rest) = line.strip_prefix("admin listening on ") {
                         admin = Some(rest.trim().to_owned());
+                    } else if let Some(rest) = line.strip_prefix("forward proxy listening on ") {
+                        forward = Some(rest.trim().to_owned());
                     }
                 }
                 _ => {
@@ -257,6 +262,7 @@ impl ProxyProcess {
             child,
             url: url.unwrap_or_default(),
             admin: admin.unwrap_or_default(),
+            forward,
             dir,
             stderr,
             stderr_reader,
