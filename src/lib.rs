@@ -56,6 +56,7 @@ pub mod pipeline;
 pub mod prefer;
 pub mod retry;
 pub mod server;
+pub mod shared;
 pub mod sim;
 pub mod telemetry;
 pub mod tls;
