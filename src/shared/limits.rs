@@ -368,6 +368,10 @@ impl SharedLimits {
         *self.policy.write().unwrap_or_else(PoisonError::into_inner) = next;
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The local limits used while Redis is unavailable.
     pub fn local(&self) -> &Arc<Limits> {
         &self.local
@@ -534,6 +538,7 @@ impl SharedLimits {
     }
 
     /// As `Limits::penalize`, in Redis too, so every replica holds the throttled key back.
+    /// Does not wait for Redis (see `penalize_and_wait`).
     pub fn penalize(
         &self,
         tenant: &TenantId,
@@ -541,24 +546,46 @@ impl SharedLimits {
         mailbox: Option<&Mailbox>,
         retry_after: Duration,
     ) {
-        // The local box is kept as well: it is what holds requests while Redis is down.
+        let Some((key, ms)) = self.penalize_locally(tenant, app, mailbox, retry_after) else {
+            return;
+        };
+        let redis = self.redis.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { box_in_redis(&redis, key, ms).await });
+        }
+    }
+
+    /// As `penalize`, returning once Redis has the penalty.
+    pub async fn penalize_and_wait(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+        mailbox: Option<&Mailbox>,
+        retry_after: Duration,
+    ) {
+        if let Some((key, ms)) = self.penalize_locally(tenant, app, mailbox, retry_after) {
+            box_in_redis(&self.redis, key, ms).await;
+        }
+    }
+
+    /// The local box is kept as well: it is what holds requests while Redis is down. Returns
+    /// the Redis key and window when there is one to set.
+    fn penalize_locally(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+        mailbox: Option<&Mailbox>,
+        retry_after: Duration,
+    ) -> Option<(Bytes, u128)> {
         self.local.penalize(tenant, app, mailbox, retry_after);
         if retry_after.is_zero() || !self.policy().enabled {
-            return;
+            return None;
         }
         let key = match mailbox {
             Some(mailbox) => mailbox_key("pen", app, mailbox),
             None => tenant_key("pen", tenant),
         };
-        let ms = retry_after.min(MAX_PENALTY).as_millis().max(1);
-        let redis = self.redis.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if redis.eval(&PENALIZE, &[key], &[num(ms)]).await.is_err() {
-                    redis.fell_back();
-                }
-            });
-        }
+        Some((key, retry_after.min(MAX_PENALTY).as_millis().max(1)))
     }
 
     /// Renews the leases of live requests every third of the lease TTL, until the limits
@@ -599,6 +626,17 @@ impl SharedLimits {
                 return;
             }
         }
+    }
+}
+
+async fn box_in_redis(redis: &Redis, key: Bytes, ms: u128) {
+    if !redis.is_up() {
+        redis.fell_back();
+        return;
+    }
+    if let Err(e) = redis.eval(&PENALIZE, &[key], &[num(ms)]).await {
+        tracing::debug!(error = %e, "shared penalty box not set; this replica's holds");
+        redis.fell_back();
     }
 }
 
