@@ -18,6 +18,7 @@ use crate::body::ProxyBody;
 use crate::errors::graph_error;
 use crate::id_store::IdStore;
 use crate::metrics::Metrics;
+use crate::shared::SharedIds;
 
 /// Starts the drain: SIGTERM, SIGINT and `POST /shutdown` all pull the same trigger.
 #[derive(Clone)]
@@ -55,6 +56,9 @@ pub struct Admin {
     pub shutdown: ShutdownTrigger,
     /// The ID store, when `rewrite.enabled`: `POST /idmap` fills it.
     pub ids: Option<Arc<IdStore>>,
+    /// The replicas' shared ID map (`shared.backend = "redis"`): `POST /idmap` fills it too,
+    /// so one import serves every replica.
+    pub shared_ids: Option<SharedIds>,
 }
 
 /// Largest CSV `POST /idmap` accepts in one request (about 200,000 mappings); larger
@@ -72,6 +76,7 @@ impl Admin {
             metrics,
             shutdown,
             ids,
+            shared_ids: None,
         }
     }
 
@@ -157,11 +162,21 @@ impl Admin {
                 &request_id,
             );
         };
+        let for_shared = self
+            .shared_ids
+            .clone()
+            .map(|shared| (shared, tenant.clone(), csv.clone()));
         // redb writes block; they run off the async workers.
         let imported = tokio::task::spawn_blocking(move || ids.import_csv(&tenant, &csv)).await;
         match imported {
             Ok(Ok(count)) => {
-                let mut response = text(StatusCode::OK, format!("{{\"imported\":{count}}}\n"));
+                let mut answer = format!("{{\"imported\":{count}");
+                if let Some((shared, tenant, csv)) = for_shared {
+                    let shared = share_mappings(&shared, &tenant, &csv).await;
+                    answer.push_str(&format!(",\"shared\":{shared}"));
+                }
+                answer.push_str("}\n");
+                let mut response = text(StatusCode::OK, answer);
                 response
                     .headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -176,6 +191,24 @@ impl Admin {
             ),
         }
     }
+}
+
+/// Hands imported mappings to the replicas' shared map; returns how many it took. A Redis
+/// failure leaves them in this replica's store only (logged, counted as a fallback).
+async fn share_mappings(shared: &SharedIds, tenant: &str, csv: &str) -> usize {
+    let Ok(pairs) = IdStore::mappings_in_csv(csv) else {
+        return 0;
+    };
+    let mut shared_count = 0;
+    for chunk in pairs.chunks(crate::id_lookup::MAX_IDS_PER_CALL) {
+        if let Err(e) = shared.put_many(tenant, chunk).await {
+            tracing::warn!(error = %e, "imported mappings not shared: Redis failed; they serve from this replica's store");
+            shared.redis().fell_back();
+            break;
+        }
+        shared_count += chunk.len();
+    }
+    shared_count
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {

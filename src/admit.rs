@@ -154,6 +154,7 @@ impl fmt::Debug for AdmitPermit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdmitPermit")
             .field("slots_held", &self.slots_held())
+            .field("leases_held", &self.leases_held())
             .finish()
     }
 }

@@ -18,7 +18,7 @@ use crate::id_store::IdStore;
 use crate::metrics::Metrics;
 use crate::pipeline::{Proxy, Route};
 use crate::server::{self, ServeOptions};
-use crate::shared::{Redis, SharedLimits};
+use crate::shared::{Redis, SharedIds, SharedLimits};
 use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -172,11 +172,11 @@ impl App {
                 reload,
             ))
         });
-        let admin = Arc::new(Admin::new(
-            self.metrics.clone(),
-            shutdown.clone(),
-            self.ids.clone(),
-        ));
+        let mut admin = Admin::new(self.metrics.clone(), shutdown.clone(), self.ids.clone());
+        if self.ids.is_some() {
+            admin.shared_ids = self.redis.clone().map(SharedIds::new);
+        }
+        let admin = Arc::new(admin);
         let admin_stop = ShutdownTrigger::new();
         let admin_task = {
             let admin = admin.clone();

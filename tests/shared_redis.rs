@@ -196,6 +196,90 @@ async fn get_json(client: &HttpClient, url: &str) -> (u16, Value) {
     )
 }
 
+async fn move_directly(sim: &Sim, regular: &str) {
+    let request = http::Request::post(format!(
+        "{}/v1.0/users/{ADELE}/messages/{}/move",
+        sim.url,
+        regular.replace('=', "%3D")
+    ))
+    .header("authorization", bearer(ADELE))
+    .header("content-type", "application/json")
+    .body(http_body_util::Full::new(bytes::Bytes::from_static(
+        b"{\"destinationId\":\"archive\"}",
+    )))
+    .unwrap();
+    let (status, _, _) = HttpClient::h1().send(request).await;
+    assert_eq!(status, 201);
+}
+
+/// The first inbox message's regular ID, as an old app stored it, and its immutable ID.
+async fn stored_and_immutable_id(sim: &Sim) -> (String, String) {
+    let client = HttpClient::h1();
+    let (status, page) = get_json(
+        &client,
+        &format!(
+            "{}/v1.0/users/{ADELE}/mailFolders/inbox/messages?$top=1",
+            sim.url
+        ),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let regular = page["value"][0]["id"].as_str().unwrap().to_owned();
+    let url = format!(
+        "{}/v1.0/users/{ADELE}/messages/{}",
+        sim.url,
+        regular.replace('=', "%3D")
+    );
+    let (_, _, body) = client
+        .get_with(
+            &url,
+            &[
+                ("authorization", &bearer(ADELE)),
+                ("prefer", "IdType=\"ImmutableId\""),
+            ],
+        )
+        .await;
+    let item: Value = serde_json::from_slice(&body).unwrap();
+    (regular, item["id"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn mappings_imported_into_one_replica_serve_every_replica() {
+    let sim = Sim::start().await;
+    let redis = RedisServer::start();
+    let config = shared_config(&sim, &redis, "[rewrite]\nenabled = true\n");
+    let a = ProxyProcess::start(&config);
+    let b = ProxyProcess::start(&config);
+    let client = HttpClient::h1();
+    let (regular, immutable) = stored_and_immutable_id(&sim).await;
+
+    let tenant = immutable_id_proxy::sim::CONTOSO_TENANT_ID;
+    let request = http::Request::post(format!("{}/idmap?tenant={tenant}", a.admin))
+        .header("content-type", "text/csv")
+        .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+            "source_id,target_id\n{regular},{immutable}\n"
+        ))))
+        .unwrap();
+    let (status, _, body) = client.send(request).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (answer["imported"].as_u64(), answer["shared"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    move_directly(&sim, &regular).await;
+    let url = format!(
+        "{}/v1.0/users/{ADELE}/messages/{}",
+        b.url,
+        regular.replace('=', "%3D")
+    );
+    let (status, item) = get_json(&client, &url).await;
+    assert_eq!(status, 200, "{item}");
+    assert_eq!(item["id"], immutable.as_str());
+    assert_eq!(sim.stats().await["translate_calls"], 0);
+}
+
 #[tokio::test]
 async fn an_id_translated_through_one_replica_is_served_by_another_without_a_translate_call() {
     let sim = Sim::start().await;
@@ -232,19 +316,7 @@ async fn an_id_translated_through_one_replica_is_served_by_another_without_a_tra
 
     // After the move Graph can no longer resolve the regular ID: only the mapping A paid
     // for can.
-    let request = http::Request::post(format!(
-        "{}/v1.0/users/{ADELE}/messages/{}/move",
-        sim.url,
-        regular.replace('=', "%3D")
-    ))
-    .header("authorization", bearer(ADELE))
-    .header("content-type", "application/json")
-    .body(http_body_util::Full::new(bytes::Bytes::from_static(
-        b"{\"destinationId\":\"archive\"}",
-    )))
-    .unwrap();
-    let (status, _, _) = client.send(request).await;
-    assert_eq!(status, 201);
+    move_directly(&sim, &regular).await;
 
     let (status, through_b) = get_json(&client, &path(&b)).await;
     assert_eq!(status, 200, "{through_b}");
@@ -313,6 +385,32 @@ async fn redis_killed_mid_run_falls_back_to_local_limits_and_shared_limits_resum
         get_messages(&client, &b).await,
         429,
         "B has spent nothing locally: only the shared budget refuses it"
+    );
+}
+
+#[test]
+fn a_rediss_url_stops_the_start_naming_the_key() {
+    let dir = TempDir::new("rediss");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        config_for(
+            "http://127.0.0.1:9",
+            "[shared]\nbackend = \"redis\"\nredis_url = \"rediss://cache:6380\"\n",
+        ),
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("shared.redis_url: rediss:// (TLS) is not supported"),
+        "{stderr}"
     );
 }
 
