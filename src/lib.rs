@@ -24,7 +24,9 @@
 //! ```
 //!
 //! `config.rs` validates everything before `app.rs` binds a port; `admin.rs` serves
-//! /healthz, /readyz, /metrics and /shutdown; `certs.rs` makes the local CA. The Graph
+//! /healthz, /readyz, /metrics and /shutdown; `certs.rs` makes the local CA. With
+//! `shared.backend = "redis"`, `shared/` keeps the limits and the ID map in Redis so replicas
+//! share them, with each replica's local state as the fallback. The Graph
 //! simulator used by `sim`, `demo` and the tests lives apart in `sim/`, and product code
 //! never reaches into it.
 

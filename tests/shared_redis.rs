@@ -85,6 +85,22 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Holds every other client's commands for `ms` (CLIENT PAUSE): a Redis that is up but
+    /// does not answer. Returns once the pause is in force.
+    fn pause(&self, ms: u32) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let ms = ms.to_string();
+        let command = format!(
+            "*3\r\n$6\r\nCLIENT\r\n$5\r\nPAUSE\r\n${}\r\n{ms}\r\n",
+            ms.len()
+        );
+        stream.write_all(command.as_bytes()).unwrap();
+        let mut reply = [0u8; 5];
+        stream.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"+OK\r\n");
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -412,6 +428,30 @@ fn a_rediss_url_stops_the_start_naming_the_key() {
         stderr.contains("shared.redis_url: rediss:// (TLS) is not supported"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_redis_that_stops_answering_is_bypassed_after_the_call_timeout() {
+    let sim = Sim::start().await;
+    let redis = RedisServer::start();
+    let a = ProxyProcess::start(&shared_config(&sim, &redis, ""));
+    let client = HttpClient::h1();
+    assert_eq!(get_messages(&client, &a).await, 200);
+    assert_eq!(metric(&client, &a, "idproxy_redis_fallback_total").await, 0);
+
+    redis.pause(3000);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(get_messages(&client, &a).await);
+    }
+    assert_eq!(statuses, [200; 3], "proxying goes on on local limits");
+    assert_eq!(metric(&client, &a, "idproxy_redis_up").await, 0);
+    assert_eq!(metric(&client, &a, "idproxy_redis_fallback_total").await, 3);
+
+    // The pause ends by itself; the replica reconnects.
+    wait_for_metric(&client, &a, "idproxy_redis_up", 1).await;
+    assert_eq!(get_messages(&client, &a).await, 200);
+    assert_eq!(metric(&client, &a, "idproxy_redis_fallback_total").await, 3);
 }
 
 fn nz(n: u32) -> NonZeroU32 {
