@@ -19,6 +19,7 @@ use crate::body::ProxyBody;
 use crate::errors::graph_error;
 use crate::id_store::IdStore;
 use crate::metrics::Metrics;
+use crate::shared::SharedIds;
 
 /// Starts the drain: SIGTERM, SIGINT and `POST /shutdown` all pull the same trigger.
 #[derive(Clone)]
@@ -59,6 +60,9 @@ pub struct Admin {
     /// The interception CA's public certificate, when `forward_proxy.enabled`: `GET /ca.pem`
     /// serves it so clients can trust it. Never the key.
     pub ca_pem: Option<String>,
+    /// The replicas' shared ID map (`shared.backend = "redis"`): `POST /idmap` fills it too,
+    /// so one import serves every replica.
+    pub shared_ids: Option<SharedIds>,
 }
 
 /// Largest CSV `POST /idmap` accepts in one request (about 200,000 mappings); larger
@@ -77,6 +81,7 @@ impl Admin {
             shutdown,
             ids,
             ca_pem: None,
+            shared_ids: None,
         }
     }
 
@@ -178,11 +183,21 @@ impl Admin {
                 &request_id,
             );
         };
+        let for_shared = self
+            .shared_ids
+            .clone()
+            .map(|shared| (shared, tenant.clone(), csv.clone()));
         // redb writes block; they run off the async workers.
         let imported = tokio::task::spawn_blocking(move || ids.import_csv(&tenant, &csv)).await;
         match imported {
             Ok(Ok(count)) => {
-                let mut response = text(StatusCode::OK, format!("{{\"imported\":{count}}}\n"));
+                let mut answer = format!("{{\"imported\":{count}");
+                if let Some((shared, tenant, csv)) = for_shared {
+                    let shared = share_mappings(&shared, &tenant, &csv).await;
+                    answer.push_str(&format!(",\"shared\":{shared}"));
+                }
+                answer.push_str("}\n");
+                let mut response = text(StatusCode::OK, answer);
                 response
                     .headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -197,6 +212,24 @@ impl Admin {
             ),
         }
     }
+}
+
+/// Hands imported mappings to the replicas' shared map; returns how many it took. A Redis
+/// failure leaves them in this replica's store only (logged, counted as a fallback).
+async fn share_mappings(shared: &SharedIds, tenant: &str, csv: &str) -> usize {
+    let Ok(pairs) = IdStore::mappings_in_csv(csv) else {
+        return 0;
+    };
+    let mut shared_count = 0;
+    for chunk in pairs.chunks(crate::id_lookup::MAX_IDS_PER_CALL) {
+        if let Err(e) = shared.put_many(tenant, chunk).await {
+            tracing::warn!(error = %e, "imported mappings not shared: Redis failed; they serve from this replica's store");
+            shared.redis().fell_back();
+            break;
+        }
+        shared_count += chunk.len();
+    }
+    shared_count
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {

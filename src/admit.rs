@@ -107,7 +107,7 @@ pub struct Rejected {
 
 impl Rejected {
     /// Rounds the limiter's own answer up to whole seconds, at least one.
-    fn after(wait: Duration) -> Rejected {
+    pub(crate) fn after(wait: Duration) -> Rejected {
         let secs = wait
             .as_secs()
             .saturating_add(u64::from(wait.subsec_nanos() > 0));
@@ -126,6 +126,8 @@ impl Rejected {
 /// alive until Graph's answer head has arrived.
 pub struct AdmitPermit {
     slots: Vec<Slot>,
+    /// In-flight leases in Redis, when admitted by `shared::SharedLimits`.
+    leases: Option<crate::shared::limits::Leases>,
 }
 
 impl AdmitPermit {
@@ -133,12 +135,26 @@ impl AdmitPermit {
     pub fn slots_held(&self) -> usize {
         self.slots.iter().map(|s| s.permit.num_permits()).sum()
     }
+
+    /// Admitted by the shared limits: the slots are leases in Redis.
+    pub(crate) fn with_leases(leases: Option<crate::shared::limits::Leases>) -> AdmitPermit {
+        AdmitPermit {
+            slots: Vec::new(),
+            leases,
+        }
+    }
+
+    /// Shared in-flight leases held, summed over mailboxes.
+    pub fn leases_held(&self) -> u32 {
+        self.leases.as_ref().map_or(0, |l| l.count())
+    }
 }
 
 impl fmt::Debug for AdmitPermit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdmitPermit")
             .field("slots_held", &self.slots_held())
+            .field("leases_held", &self.leases_held())
             .finish()
     }
 }
@@ -432,7 +448,7 @@ impl<C: Clock> Limits<C> {
     pub async fn admit(&self, demand: &Demand<'_>) -> Result<AdmitPermit, Rejected> {
         let policy = self.policy();
         if !policy.enabled {
-            return Ok(AdmitPermit { slots: Vec::new() });
+            return Ok(AdmitPermit::with_leases(None));
         }
         let start = Instant::now();
         let mut admission = Admission {
@@ -499,7 +515,10 @@ impl<C: Clock> Limits<C> {
                     .await?;
             }
         }
-        Ok(AdmitPermit { slots })
+        Ok(AdmitPermit {
+            slots,
+            leases: None,
+        })
     }
 
     async fn sit_out_penalties(

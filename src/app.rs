@@ -19,6 +19,7 @@ use crate::id_store::IdStore;
 use crate::metrics::Metrics;
 use crate::pipeline::{Proxy, Route};
 use crate::server::{self, ServeOptions};
+use crate::shared::{Redis, SharedIds, SharedLimits};
 use crate::tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,9 @@ pub enum StartupError {
     /// The interception CA could not be used (its message names the key).
     #[error(transparent)]
     ForwardProxy(#[from] MintError),
+    /// `shared.redis_url` cannot be used (its message names the key).
+    #[error(transparent)]
+    Shared(#[from] crate::shared::UrlError),
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
         key: &'static str,
@@ -54,6 +58,8 @@ pub struct App {
     ids: Option<Arc<IdStore>>,
     /// Loaded only when `forward_proxy.enabled`.
     mint: Option<Arc<LeafMint>>,
+    /// `shared.backend = "redis"`: connected in `run`, before serving.
+    redis: Option<Redis>,
 }
 
 /// Listeners bound before serving, so callers (and tests on port 0) know the addresses.
@@ -84,12 +90,19 @@ impl App {
         } else {
             None
         };
-        let proxy = Proxy::new(&config, metrics.clone(), ids.clone()).map_err(|source| {
+        let redis = match config.shared.backend {
+            Backend::Redis => Some(Redis::new(&config.shared.redis_url, metrics.clone())?),
+            Backend::Memory => None,
+        };
+        let mut proxy = Proxy::new(&config, metrics.clone(), ids.clone()).map_err(|source| {
             StartupError::Setting {
                 key: "upstream.ca_file",
                 source,
             }
         })?;
+        if let Some(redis) = &redis {
+            proxy.share(redis, &config);
+        }
         let tls = match &config.listen.tls {
             Some(files) => Some(TlsAcceptor::from(
                 tls::server_config(&files.cert, &files.key).map_err(|source| {
@@ -114,6 +127,7 @@ impl App {
             metrics,
             ids,
             mint,
+            redis,
         })
     }
 
@@ -166,11 +180,25 @@ impl App {
         for feature in inactive_features(&self.config) {
             warn!("{feature}");
         }
+        if let Some(redis) = &self.redis {
+            // Before serving, so the first requests already share state.
+            redis.start().await;
+        }
+        let renewal = self.proxy.shared_limits().map(|s| s.spawn_renewal());
         let eviction = self.proxy.limits().spawn_eviction(EVICT_EVERY);
-        let reloader = reload
-            .map(|reload| tokio::spawn(reload_on_sighup(self.proxy.limits().clone(), reload)));
+        let shared_limits = self.proxy.shared_limits().cloned();
+        let reloader = reload.map(|reload| {
+            tokio::spawn(reload_on_sighup(
+                self.proxy.limits().clone(),
+                shared_limits,
+                reload,
+            ))
+        });
         let mut admin = Admin::new(self.metrics.clone(), shutdown.clone(), self.ids.clone());
         admin.ca_pem = self.mint.as_ref().map(|mint| mint.ca_pem());
+        if self.ids.is_some() {
+            admin.shared_ids = self.redis.clone().map(SharedIds::new);
+        }
         let admin = Arc::new(admin);
         let admin_stop = ShutdownTrigger::new();
         let admin_task = {
@@ -234,6 +262,9 @@ impl App {
         admin_stop.trigger();
         let _ = admin_task.await;
         eviction.abort();
+        if let Some(renewal) = renewal {
+            renewal.abort();
+        }
         if let Some(reloader) = reloader {
             reloader.abort();
         }
@@ -248,7 +279,11 @@ const EVICT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 /// Re-reads the configuration (file, environment, flags) for a SIGHUP.
 pub type Reload = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
-async fn reload_on_sighup(limits: Arc<crate::admit::Limits>, reload: Reload) {
+async fn reload_on_sighup(
+    limits: Arc<crate::admit::Limits>,
+    shared_limits: Option<Arc<SharedLimits>>,
+    reload: Reload,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(hangups) => hangups,
@@ -261,6 +296,9 @@ async fn reload_on_sighup(limits: Arc<crate::admit::Limits>, reload: Reload) {
         match reload() {
             Ok(config) => {
                 limits.reload(&config.rate_limit);
+                if let Some(shared) = &shared_limits {
+                    shared.reload(&config.rate_limit);
+                }
                 info!("SIGHUP: [rate_limit] reloaded (other sections apply at the next start)");
             }
             Err(problems) => {
@@ -274,11 +312,6 @@ async fn reload_on_sighup(limits: Arc<crate::admit::Limits>, reload: Reload) {
 /// ignored.
 pub fn inactive_features(config: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    if config.shared.backend == Backend::Redis {
-        out.push(
-            "shared.backend: redis is not active yet in this build (state is local)".to_owned(),
-        );
-    }
     if config.upstream.proxy.is_some() {
         out.push(
             "upstream.proxy: not active yet in this build (Graph is reached directly)".to_owned(),

@@ -9,7 +9,10 @@
 //! and ID, like the cache, so it gets what it would read from the cache a moment later). The
 //! batch runs in its own task, so a client that goes away does not cancel the answer others
 //! wait for. A batch first reads the redb store for all its IDs in one transaction, so the
-//! store is read once per batch rather than once per request.
+//! store is read once per batch rather than once per request. With `shared.backend =
+//! "redis"`, IDs the redb store does not have are then read from the map shared by replicas
+//! (copied into this replica's store when found), and new translations are written there
+//! before the waiting requests get them, so another replica never pays for them again.
 //!
 //! What it must not do:
 //! - send one caller's Authorization for another caller's IDs (the credential is part of the
@@ -49,6 +52,7 @@ use crate::exchange_id::{self, IdFormat};
 use crate::id_rewrite::Candidate;
 use crate::id_store::{IdStore, Lookup};
 use crate::metrics::Metrics;
+use crate::shared::SharedIds;
 use crate::upstream::Upstream;
 
 mod calls;
@@ -169,6 +173,8 @@ struct Inner {
     pending: Mutex<Pending>,
     /// Tenant -> when Graph last refused translateExchangeIds to an app-only token.
     refused: Mutex<HashMap<String, Instant>>,
+    /// The map shared by replicas, with `shared.backend = "redis"`.
+    shared: Option<SharedIds>,
 }
 
 /// The look-up step 3 calls: cache, store, then coalesced Graph calls.
@@ -192,8 +198,18 @@ impl IdLookup {
                 hasher: RandomState::new(),
                 pending: Mutex::new(Pending::default()),
                 refused: Mutex::new(HashMap::new()),
+                shared: None,
             }),
         }
+    }
+
+    /// Puts the replicas' shared map between the redb store and Graph. Call right after
+    /// `new`, before the first look-up.
+    pub fn share(mut self, shared: SharedIds) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.shared = Some(shared);
+        }
+        self
     }
 
     /// Lookup form -> immutable ID, for every candidate that resolved. Candidates that Graph
@@ -252,6 +268,9 @@ impl IdLookup {
 
     /// A 404 for a rewritten ID: forget that mapping (cache and store).
     pub async fn evict(&self, tenant: &str, regular: &str) {
+        if let Some(shared) = &self.inner.shared {
+            shared.forget(tenant, regular);
+        }
         let store = Arc::clone(&self.inner.store);
         let (tenant, regular) = (tenant.to_owned(), regular.to_owned());
         match tokio::task::spawn_blocking(move || store.evict(&tenant, &regular)).await {
@@ -361,12 +380,25 @@ impl Inner {
         };
         let lookups: Vec<String> = flight.slots.iter().map(|(id, _)| id.clone()).collect();
         let mut outcomes = self.read_store(&key.tenant, &lookups).await;
-        let remaining: Vec<String> = lookups
+        let mut remaining: Vec<String> = lookups
             .into_iter()
             .filter(|id| !outcomes.contains_key(id))
             .collect();
         if !remaining.is_empty() {
+            let shared = self.read_shared(&key.tenant, &remaining).await;
+            if !shared.is_empty() {
+                remaining.retain(|id| !shared.iter().any(|(found, _)| found == id));
+                outcomes.extend(
+                    shared
+                        .iter()
+                        .map(|(id, immutable)| (id.clone(), Outcome::Mapped(immutable.clone()))),
+                );
+                self.persist(&key.tenant, shared).await;
+            }
+        }
+        if !remaining.is_empty() {
             let (graph, pairs) = self.ask_graph(&caller, key.source, &remaining).await;
+            self.write_shared(&key.tenant, &pairs).await;
             self.persist(&key.tenant, pairs).await;
             outcomes.extend(graph);
         }
@@ -403,6 +435,50 @@ impl Inner {
                 Some((id, Outcome::Mapped(immutable)))
             })
             .collect()
+    }
+
+    /// Mappings another replica put in the shared map. Redis failing reads as "none": Graph
+    /// can still answer.
+    async fn read_shared(&self, tenant: &str, ids: &[String]) -> Vec<(String, String)> {
+        let Some(shared) = &self.shared else {
+            return Vec::new();
+        };
+        if !shared.redis().is_up() {
+            shared.redis().fell_back();
+            return Vec::new();
+        }
+        match shared.get_many(tenant, ids).await {
+            Ok(found) => ids
+                .iter()
+                .zip(found)
+                // Whatever is in Redis goes into requests: only real immutable IDs count.
+                .filter_map(|(id, immutable)| Some((id.clone(), immutable?)))
+                .filter(|(_, immutable)| is_immutable(immutable))
+                .inspect(|_| self.metrics.translate_ids.inc("cached"))
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "shared ID map read failed; using Graph");
+                shared.redis().fell_back();
+                Vec::new()
+            }
+        }
+    }
+
+    async fn write_shared(&self, tenant: &str, pairs: &[(String, String)]) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        if pairs.is_empty() {
+            return;
+        }
+        if !shared.redis().is_up() {
+            shared.redis().fell_back();
+            return;
+        }
+        if let Err(e) = shared.put_many(tenant, pairs).await {
+            tracing::debug!(error = %e, "shared ID map write failed; mappings stay local");
+            shared.redis().fell_back();
+        }
     }
 
     /// Outcomes for `ids`, and the mappings to store.

@@ -362,6 +362,12 @@ impl IdStore {
             + shards
     }
 
+    /// The mappings `import_csv` would import from `csv`, without importing them (`POST
+    /// /idmap` also hands them to the replicas' shared map).
+    pub fn mappings_in_csv(csv: &str) -> Result<Vec<(String, String)>, ImportError> {
+        import::parse_mappings(csv)
+    }
+
     /// Imports `source_id,target_id` lines (the `POST /idmap` body), or the
     /// `source_id,target_id,error` output of `translate`, whose rows with an error or without
     /// a target are skipped. A header row is optional, blank lines are ignored, fields may be

@@ -164,7 +164,9 @@ async fn queue_mode_serves_waiting_requests_in_arrival_order_and_loses_none() {
     let sim = Sim::start().await;
     let proxy = ProxyProcess::start(&config_for(
         &sim.url,
-        "[rate_limit]\non_limit = \"queue\"\nrequests_per_second = 5\nburst = 1\nmax_wait_ms = 30000\n",
+        // One slot per mailbox: a request reaches Graph only after the one before it has
+        // finished, so Graph's arrival order is exactly the proxy's admission order.
+        "[rate_limit]\non_limit = \"queue\"\nrequests_per_second = 5\nburst = 1\nmax_wait_ms = 30000\nmailbox_concurrency = 1\n",
     ));
     let client = HttpClient::h1();
     let adele = bearer(ADELE);

@@ -35,6 +35,7 @@ use crate::links::LinkRewriter;
 use crate::metrics::Metrics;
 use crate::prefer::{self, SkipList};
 use crate::retry::Backoff;
+use crate::shared::{Redis, SharedIds, SharedLimits};
 use crate::telemetry::short_path;
 use crate::tls::TlsError;
 use crate::upstream::Upstream;
@@ -69,6 +70,8 @@ pub struct Proxy {
     max_retries: u32,
     backoff: Backoff,
     limits: Arc<Limits>,
+    /// `shared.backend = "redis"`: consulted instead of `limits`, which stays the fallback.
+    shared_limits: Option<Arc<SharedLimits>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -108,8 +111,30 @@ impl Proxy {
                 max: config.upstream.retry_max_delay,
             },
             limits: Arc::new(Limits::new(&config.rate_limit, metrics.clone())),
+            shared_limits: None,
             metrics,
         })
+    }
+
+    /// Shares limits and the ID map with other replicas through `redis`.
+    pub fn share(&mut self, redis: &Redis, config: &Config) {
+        self.shared_limits = Some(Arc::new(SharedLimits::new(
+            redis.clone(),
+            self.limits.clone(),
+            &config.rate_limit,
+            self.metrics.clone(),
+        )));
+        if let Some(ids) = self.ids.take() {
+            self.ids = Some(ids::IdRewriting {
+                lookup: ids.lookup.share(SharedIds::new(redis.clone())),
+                ..ids
+            });
+        }
+    }
+
+    /// The shared limits, when `shared.backend = "redis"` (lease renewal, SIGHUP reloads).
+    pub fn shared_limits(&self) -> Option<&Arc<SharedLimits>> {
+        self.shared_limits.as_ref()
     }
 
     /// The limiter layers, for the eviction loop and SIGHUP reloads.
@@ -275,12 +300,13 @@ impl Proxy {
                 }
             }
         };
-        self.limits
-            .admit(&demand)
-            .await
-            .map_err(|rejected| ProxyError::TooManyRequests {
-                retry_after: rejected.retry_after,
-            })
+        let admitted = match &self.shared_limits {
+            Some(shared) => shared.admit(&demand).await,
+            None => self.limits.admit(&demand).await,
+        };
+        admitted.map_err(|rejected| ProxyError::TooManyRequests {
+            retry_after: rejected.retry_after,
+        })
     }
 
     /// Merges the app's Prefer lines with ours, unless a skip pattern says this request

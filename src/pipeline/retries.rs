@@ -89,12 +89,12 @@ impl Proxy {
         }
         if let Some(wait) = retry::retry_after_header(response.headers(), SystemTime::now()) {
             if !wait.is_zero() {
-                self.limits.penalize(
-                    &identity.tenant,
-                    &identity.app,
-                    identity.mailbox.as_ref(),
-                    wait,
-                );
+                let (tenant, app, mailbox) =
+                    (&identity.tenant, &identity.app, identity.mailbox.as_ref());
+                match &self.shared_limits {
+                    Some(shared) => shared.penalize(tenant, app, mailbox, wait),
+                    None => self.limits.penalize(tenant, app, mailbox, wait),
+                }
             }
         }
     }
