@@ -24,7 +24,8 @@
 //! ```
 //!
 //! `config.rs` validates everything before `app.rs` binds a port; `admin.rs` serves
-//! /healthz, /readyz, /metrics and /shutdown; `certs.rs` makes the local CA. The Graph
+//! /healthz, /readyz, /metrics and /shutdown, which `probe.rs` checks from inside a
+//! shell-less image; `certs.rs` makes the local CA. The Graph
 //! simulator used by `sim`, `demo` and the tests lives apart in `sim/`, and product code
 //! never reaches into it.
 
@@ -54,6 +55,7 @@ pub mod links;
 pub mod metrics;
 pub mod pipeline;
 pub mod prefer;
+pub mod probe;
 pub mod retry;
 pub mod server;
 pub mod sim;
