@@ -28,12 +28,13 @@
 //!
 //! `pipeline/` writes the path out once (`mod.rs`; step 3 in `ids.rs`, step 6 in
 //! `retries.rs`). `config.rs` validates everything before `app.rs` binds a port; `admin.rs`
-//! serves /healthz, /readyz, /metrics, /ca.pem, /idmap and /shutdown; `certs.rs` makes the
-//! local CA, from which `forward_proxy/` mints certificates for drop-in mode (apps that set
-//! `HTTPS_PROXY`); `bulk_translate.rs` is the `translate` command. With
-//! `shared.backend = "redis"`, `shared/` keeps the limits and the ID map in Redis so replicas
-//! share them, with each replica's local state as the fallback. The Graph simulator used by
-//! `sim`, `demo` and the tests lives apart in `sim/`, and product code never reaches into it.
+//! serves /healthz, /readyz, /metrics, /ca.pem, /idmap and /shutdown, which `probe.rs`
+//! checks from inside a shell-less image; `certs.rs` makes the local CA, from which
+//! `forward_proxy/` mints certificates for drop-in mode (apps that set `HTTPS_PROXY`);
+//! `bulk_translate.rs` is the `translate` command. With `shared.backend = "redis"`,
+//! `shared/` keeps the limits and the ID map in Redis so replicas share them, with each
+//! replica's local state as the fallback. The Graph simulator used by `sim`, `demo` and the
+//! tests lives apart in `sim/`, and product code never reaches into it.
 
 #![forbid(unsafe_code)]
 
@@ -62,6 +63,7 @@ pub mod links;
 pub mod metrics;
 pub mod pipeline;
 pub mod prefer;
+pub mod probe;
 pub mod retry;
 pub mod server;
 pub mod shared;

@@ -1,5 +1,5 @@
-//! The command line: `run` (the default), `check`, `certs init|bundle`, `env`, `sim` and
-//! `demo`.
+//! The command line: `run` (the default), `check`, `certs init|bundle`, `env`, `translate`,
+//! `sim`, `demo` and `probe`.
 //!
 //! Exit codes: 0 ok; 2 bad config or arguments (the message names the key or flag); 1 a
 //! runtime failure. Logs go to stderr; the addresses a command listens on go to stdout, one
@@ -16,7 +16,7 @@ use immutable_id_proxy::admin::ShutdownTrigger;
 use immutable_id_proxy::app::{self, App};
 use immutable_id_proxy::config::{self, Overrides};
 use immutable_id_proxy::forward_proxy::client_setup;
-use immutable_id_proxy::{bulk_translate, certs, demo, telemetry};
+use immutable_id_proxy::{bulk_translate, certs, demo, probe, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +52,12 @@ enum Command {
     Demo,
     /// Translate stored IDs to immutable ones in bulk (CSV out; resumable).
     Translate(bulk_translate::TranslateArgs),
+    /// GET a URL, by default the admin port's /readyz: exit 0 on a 2xx answer, 1 otherwise.
+    /// A health check for images with no shell.
+    Probe {
+        #[arg(default_value = probe::DEFAULT_URL)]
+        url: String,
+    },
     /// Print the proxy and trust settings a client stack needs for drop-in mode.
     Env(EnvArgs),
 }
@@ -114,6 +120,7 @@ fn main() -> ExitCode {
         Some(Command::Sim { listen }) => sim(&listen),
         Some(Command::Demo) => demo(),
         Some(Command::Translate(args)) => bulk_translate::run(args),
+        Some(Command::Probe { url }) => probe_url(&url),
         Some(Command::Env(args)) => env(args),
         Some(Command::Certs(CertsCommand::Bundle { dir, out })) => {
             let ca = dir.join(certs::CA_CERT);
@@ -344,6 +351,38 @@ fn demo() -> ExitCode {
             }
         }
     })
+}
+
+fn probe_url(url: &str) -> ExitCode {
+    // One request: a current-thread runtime starts no worker threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(probe::probe(url, probe::DEFAULT_TIMEOUT)) {
+        Ok(status) if status.is_success() => {
+            println!("{url}: {status}");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            eprintln!("{url}: {status}");
+            ExitCode::FAILURE
+        }
+        Err(e @ probe::ProbeError::BadUrl(_)) => {
+            eprintln!("probe: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// SIGTERM and SIGINT both start the drain; a second signal is not needed (the drain has its

@@ -217,6 +217,16 @@ impl ProxyProcess {
         for (k, v) in env {
             command.env(k, v);
         }
+        Self::start_command(command, dir)
+    }
+
+    /// Starts a prepared command that runs the proxy (the binary under another path, or
+    /// behind `chroot`), reading back the addresses it prints; `dir` lives as long as it.
+    pub fn start_command(mut command: Command, dir: TempDir) -> ProxyProcess {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command.spawn().expect("start the proxy binary");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
