@@ -62,6 +62,6 @@ done
 echo "| cached IDs: $(get cached_ids_entries) in memory of $(get cached_ids_imported) imported and requested | RSS $(mib "$(get cached_ids_rss_after_kib)") MiB in all, +$(mib "$(get cached_ids_rss_delta_kib)") MiB, $(get cached_ids_bytes_per_entry) bytes per entry | <= 256 MiB |"
 echo "| limiter keys: $(get limiter_keys) for $(get limiter_mailboxes) mailboxes in 1,000 tenants (in-process) | +$(mib "$(get limiter_rss_delta_kib)") MiB, $(get limiter_bytes_per_key) bytes per key | (none) |"
 for p in "" wide_; do
-  echo "| coalescing: $(get ${p}coalescing_requests) concurrent misses, one mailbox, batch_window_ms = $(get ${p}coalescing_batch_window_ms) | $(get ${p}coalescing_translate_calls) translateExchangeIds calls; IDs per call: $(get ${p}coalescing_ids_per_call | cut -c1-300) | <= 12 calls |"
+  echo "| coalescing: $(get ${p}coalescing_requests) concurrent misses, one mailbox, batch_window_ms = $(get ${p}coalescing_batch_window_ms) | $(get ${p}coalescing_translate_calls) translateExchangeIds calls for $(get ${p}coalescing_ids_translated) IDs; IDs per call: $(get ${p}coalescing_ids_per_call | cut -c1-300) | <= 12 calls |"
 done
 exit $failed

@@ -16,10 +16,10 @@ REPORT=${1:-/dev/null}
   echo "Machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(uname -sr); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
   cargo build --release --locked >&2
-  echo "### Criterion (cargo bench --bench hot_paths), median time per iteration"
+  echo "### Criterion (cargo bench --bench hot_paths): time per iteration [lower bound, estimate, upper bound]"
   echo
   echo '```'
-  cargo bench --locked --bench hot_paths -- --noplot 2>/dev/null | grep -E '^[a-z_]+/|time:|thrpt:' || true
+  cargo bench --locked --bench hot_paths -- --noplot 2>/dev/null | grep -E '^[a-z_]+/|time:|thrpt:' | grep -v '%' || true
   echo '```'
   echo
   benches/load.sh

@@ -426,10 +426,12 @@ async fn ten_thousand_concurrent_misses_for_one_mailbox_cost_at_most_12_translat
         "coalescing_ids_per_call",
         format!("{per_call:?}").replace(' ', ""),
     );
+    report("coalescing_ids_translated", per_call.iter().sum::<u64>());
+    assert!(calls <= 12, "{calls} translate calls for {count} IDs");
+    // An ID missing here had its call fail and was forwarded as sent (on_error = "pass").
     assert_eq!(
         per_call.iter().sum::<u64>(),
         count as u64,
         "each ID translated once"
     );
-    assert!(calls <= 12, "{calls} translate calls for {count} IDs");
 }
