@@ -202,10 +202,15 @@ impl ProxyProcess {
     }
 
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> ProxyProcess {
+        Self::start_binary(BIN, config, env)
+    }
+
+    /// `start_with_env` with another build of the binary (the benchmarks use the release one).
+    pub fn start_binary(bin: &str, config: &str, env: &[(&str, &str)]) -> ProxyProcess {
         let dir = TempDir::new("proxy");
         let path = dir.join("config.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut command = Command::new(BIN);
+        let mut command = Command::new(bin);
         command
             .arg("run")
             .arg("--config")
@@ -314,6 +319,11 @@ impl ProxyProcess {
         self.stderr.lock().map(|t| t.clone()).unwrap_or_default()
     }
 
+    /// Resident memory now (VmRSS) in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib_of(&format!("/proc/{}/status", self.pid()), "VmRSS:")
+    }
+
     /// Peak resident memory (VmHWM) in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         let status =
@@ -324,6 +334,16 @@ impl ProxyProcess {
             .and_then(|v| v.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// A `VmRSS:`/`VmHWM:` line of a `/proc/<pid>/status` file, in KiB (0 when unreadable).
+pub fn rss_kib_of(status_path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(status_path)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Drop for ProxyProcess {
