@@ -3,8 +3,11 @@
 //!
 //! Misses are coalesced: every miss joins an open batch keyed by tenant, mailbox path
 //! (lower-cased), a hash of the caller's Authorization value and the source type; a batch
-//! is sent `batch_window` after its first miss, or at once when it holds 1000 IDs, as one
-//! `POST {mailbox_path}/translateExchangeIds`. An ID already in a call is never asked for
+//! is sent once no miss has joined it for `batch_window`, or at once when it holds 1000 IDs,
+//! or at the latest `MAX_OPEN` after its first miss, as one
+//! `POST {mailbox_path}/translateExchangeIds`. A lone miss therefore waits `batch_window`;
+//! a stream of misses (a migration burst) fills calls of up to 1000 instead of sending one
+//! small call per window. An ID already in a call is never asked for
 //! twice: a later request waits for the answer of the call that carries it (keyed by tenant
 //! and ID, like the cache, so it gets what it would read from the cache a moment later). The
 //! batch runs in its own task, so a client that goes away does not cancel the answer others
@@ -153,7 +156,14 @@ struct OpenBatch {
     serial: u64,
     caller: Caller,
     ids: Vec<(String, Slot)>,
+    opened: Instant,
+    /// When the last miss joined: the batch closes after `batch_window` of quiet.
+    last_joined: Instant,
 }
+
+/// The longest a batch stays open while misses keep joining it; bounds what a miss waits
+/// during a burst.
+const MAX_OPEN: Duration = Duration::from_millis(250);
 
 #[derive(Default)]
 struct Pending {
@@ -328,14 +338,18 @@ impl Inner {
                     Entry::Occupied(open) => open.into_mut(),
                     Entry::Vacant(vacant) => {
                         new_batches.push((key.clone(), serial));
+                        let now = Instant::now();
                         vacant.insert(OpenBatch {
                             serial,
                             caller: caller.clone(),
                             ids: Vec::new(),
+                            opened: now,
+                            last_joined: now,
                         })
                     }
                 };
                 batch.ids.push((candidate.lookup.clone(), slot));
+                batch.last_joined = Instant::now();
                 let full = batch.ids.len() >= MAX_IDS_PER_CALL;
                 pending.next_serial = pending.next_serial.wrapping_add(1);
                 if full {
@@ -348,15 +362,27 @@ impl Inner {
         for (key, serial) in new_batches {
             let inner = Arc::clone(self);
             tokio::spawn(async move {
-                tokio::time::sleep(inner.batch_window).await;
-                let batch = {
+                let window = inner.batch_window;
+                let max_open = MAX_OPEN.max(window);
+                let mut wait = window;
+                let batch = loop {
+                    tokio::time::sleep(wait).await;
                     let mut pending = lock(&inner.pending);
-                    match pending.open.get(&key) {
-                        // A batch sent early because it filled up is gone, or replaced by a
-                        // newer one with its own timer.
-                        Some(open) if open.serial == serial => pending.open.remove(&key),
-                        _ => None,
+                    let Some(open) = pending.open.get(&key) else {
+                        // Sent early because it filled up.
+                        break None;
+                    };
+                    if open.serial != serial {
+                        // Replaced by a newer batch with its own timer.
+                        break None;
                     }
+                    let quiet = open.last_joined.elapsed();
+                    let age = open.opened.elapsed();
+                    if quiet >= window || age >= max_open {
+                        break pending.open.remove(&key);
+                    }
+                    // Misses are still arriving: wait for quiet, never past max_open.
+                    wait = (window - quiet).min(max_open - age);
                 };
                 if let Some(batch) = batch {
                     inner.run(key, batch).await;
