@@ -374,11 +374,31 @@ struct SlotTable {
 }
 
 /// One request's progress through the layers.
-struct Admission {
+struct Admission<'m> {
     on_limit: OnLimit,
     deadline: Instant,
     /// Set once the request had to wait for anything; counted once, as `queued`.
     queued: bool,
+    /// `idproxy_queue_depth`: raised when this request starts waiting, lowered when the
+    /// admission ends, however it ends (a client that goes away drops it mid-wait).
+    metrics: &'m Metrics,
+}
+
+impl Admission<'_> {
+    fn wait(&mut self) {
+        if !self.queued {
+            self.queued = true;
+            self.metrics.queue_depth.add(1);
+        }
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if self.queued {
+            self.metrics.queue_depth.add(-1);
+        }
+    }
 }
 
 /// The proxy's own rate limits. Built once from `[rate_limit]`, shared in an `Arc`.
@@ -455,6 +475,7 @@ impl<C: Clock> Limits<C> {
             on_limit: policy.on_limit,
             deadline: start.checked_add(policy.max_wait).unwrap_or(start),
             queued: false,
+            metrics: &self.metrics,
         };
         let result = self.admit_in_layers(&policy, demand, &mut admission).await;
         if admission.queued {
@@ -471,7 +492,7 @@ impl<C: Clock> Limits<C> {
         &self,
         policy: &Policy<C>,
         demand: &Demand<'_>,
-        admission: &mut Admission,
+        admission: &mut Admission<'_>,
     ) -> Result<AdmitPermit, Rejected> {
         // Sorted, so two demands on the same mailboxes take their slots in the same order
         // and cannot deadlock each other.
@@ -524,7 +545,7 @@ impl<C: Clock> Limits<C> {
     async fn sit_out_penalties(
         &self,
         keys: &[Key],
-        admission: &mut Admission,
+        admission: &mut Admission<'_>,
     ) -> Result<(), Rejected> {
         loop {
             let now = Instant::now();
@@ -541,7 +562,7 @@ impl<C: Clock> Limits<C> {
             if admission.on_limit == OnLimit::Reject || until > admission.deadline {
                 return Err(Rejected::after(until - now));
             }
-            admission.queued = true;
+            admission.wait();
             tokio::time::sleep_until(until).await;
         }
     }
@@ -553,7 +574,7 @@ impl<C: Clock> Limits<C> {
         &self,
         key: &MailboxKey,
         cost: u32,
-        admission: &mut Admission,
+        admission: &mut Admission<'_>,
     ) -> Result<Slot, Rejected> {
         let entry = {
             let mut table = lock(&self.slots);
@@ -570,7 +591,7 @@ impl<C: Clock> Limits<C> {
         let permit = match Arc::clone(&semaphore).try_acquire_many_owned(wanted) {
             Ok(permit) => permit,
             Err(TryAcquireError::NoPermits) if admission.on_limit == OnLimit::Queue => {
-                admission.queued = true;
+                admission.wait();
                 let acquire = semaphore.acquire_many_owned(wanted);
                 match tokio::time::timeout_at(admission.deadline, acquire).await {
                     Ok(Ok(permit)) => permit,
@@ -590,7 +611,7 @@ impl<C: Clock> Limits<C> {
         key: &K,
         queue: Key,
         cost: NonZeroU32,
-        admission: &mut Admission,
+        admission: &mut Admission<'_>,
     ) -> Result<(), Rejected> {
         if admission.on_limit == OnLimit::Reject {
             return check_tokens(limiter, key, cost).map_err(Rejected::after);
@@ -602,7 +623,7 @@ impl<C: Clock> Limits<C> {
         let _turn = match Arc::clone(&turn).try_lock_owned() {
             Ok(guard) => guard,
             Err(_) => {
-                admission.queued = true;
+                admission.wait();
                 tokio::time::timeout_at(admission.deadline, turn.lock_owned())
                     .await
                     .map_err(|_| Rejected::after(UNKNOWN_WAIT))?
@@ -618,7 +639,7 @@ impl<C: Clock> Limits<C> {
             if now.checked_add(wait).is_none_or(|t| t > admission.deadline) {
                 return Err(Rejected::after(wait));
             }
-            admission.queued = true;
+            admission.wait();
             tokio::time::sleep(wait.max(MIN_RETRY_SLEEP)).await;
         }
     }

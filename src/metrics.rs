@@ -162,6 +162,8 @@ pub struct Metrics {
     pub upstream_retries: Counter,
     pub rate_limited: LabeledCounter,
     pub queue_wait: Histogram,
+    /// Requests waiting in the limiter right now.
+    pub queue_depth: Gauge,
     pub translate_calls: Counter,
     pub translate_ids: LabeledCounter,
     pub id_cache_hits: Counter,
@@ -191,6 +193,7 @@ impl Metrics {
             upstream_retries: Counter::default(),
             rate_limited: LabeledCounter::new("action", &["queued", "rejected"]),
             queue_wait: Histogram::default(),
+            queue_depth: Gauge::default(),
             translate_calls: Counter::default(),
             translate_ids: LabeledCounter::new("result", &["ok", "error", "cached"]),
             id_cache_hits: Counter::default(),
@@ -245,6 +248,12 @@ impl Metrics {
             &mut out,
             "idproxy_queue_wait_seconds",
             "Time requests waited in the limiter queue.",
+        );
+        gauge(
+            &mut out,
+            "idproxy_queue_depth",
+            "Requests waiting in the limiter queue now.",
+            &self.queue_depth,
         );
         counter(
             &mut out,

@@ -162,15 +162,18 @@ async fn no_more_than_mailbox_concurrency_requests_are_in_flight_per_mailbox() {
 #[tokio::test]
 async fn queue_mode_serves_waiting_requests_in_arrival_order_and_loses_none() {
     let sim = Sim::start().await;
+    // Each request stays at Graph a moment, so the ones behind it really wait together.
+    sim.configure(json!({"delay_ms": 100})).await;
     let proxy = ProxyProcess::start(&config_for(
         &sim.url,
         // One slot per mailbox: a request reaches Graph only after the one before it has
         // finished, so Graph's arrival order is exactly the proxy's admission order.
-        "[rate_limit]\non_limit = \"queue\"\nrequests_per_second = 5\nburst = 1\nmax_wait_ms = 30000\nmailbox_concurrency = 1\n",
+        "[rate_limit]\non_limit = \"queue\"\nmax_wait_ms = 30000\nmailbox_concurrency = 1\n",
     ));
     let client = HttpClient::h1();
     let adele = bearer(ADELE);
     let mut tasks = Vec::new();
+    let mut most_waiting = 0;
     for i in 0..10u64 {
         let c = client.clone();
         let url = messages(&proxy, ADELE);
@@ -186,17 +189,14 @@ async fn queue_mode_serves_waiting_requests_in_arrival_order_and_loses_none() {
             .await
             .0
         }));
-        // The next request is sent only once this one is queued (or already through), so
-        // the arrival order at the proxy is known.
+        // The next request is sent only once this one is waiting in the queue or has
+        // reached Graph: requests 0..=i are then each either waiting (queue depth) or
+        // through, never both, so the sum reaches i + 1 exactly when request i has arrived.
         loop {
-            let queued = metric(
-                &client,
-                &proxy,
-                "idproxy_rate_limited_total{action=\"queued\"}",
-            )
-            .await;
+            let waiting = metric(&client, &proxy, "idproxy_queue_depth").await;
             let through = sim.stats().await["requests"].as_u64().unwrap_or(0);
-            if queued + through > i {
+            if waiting + through > i {
+                most_waiting = most_waiting.max(waiting);
                 break;
             }
             tokio::task::yield_now().await;
@@ -214,6 +214,11 @@ async fn queue_mode_serves_waiting_requests_in_arrival_order_and_loses_none() {
         .collect();
     let expected: Vec<String> = (0..10).map(|i| format!("order-{i}")).collect();
     assert_eq!(order, expected);
+    assert!(
+        most_waiting >= 2,
+        "requests really waited together ({most_waiting} at most)"
+    );
+    assert_eq!(metric(&client, &proxy, "idproxy_queue_depth").await, 0);
 }
 
 #[tokio::test]
