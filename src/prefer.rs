@@ -110,8 +110,11 @@ fn push_element<'a>(out: &mut Vec<Preference<'a>>, element: &'a [u8], unterminat
 /// An element with an unbalanced quote is kept byte for byte but moved to the very end:
 /// left in place, its open quote would swallow every later preference, ours included, when
 /// Graph parses the joined line. It never counts as the app's IdType in `Respect` mode, since
-/// Graph could not read it. Elements holding bytes that cannot appear in a header value are
-/// dropped; none can when the inputs came from `HeaderValue`s.
+/// Graph could not read it. Only the first such element is kept (each line can end in one):
+/// joined, a second one's quote would close the first's, and the rest of the second would
+/// then read as preferences of their own, an IdType the app smuggled past `Force` included.
+/// Elements holding bytes that cannot appear in a header value are dropped; none can when
+/// the inputs came from `HeaderValue`s.
 pub fn merge(values: &[&[u8]], mode: PreferMode) -> HeaderValue {
     let preferences: Vec<Preference<'_>> = values
         .iter()
@@ -137,7 +140,7 @@ pub fn merge(values: &[&[u8]], mode: PreferMode) -> HeaderValue {
     }
     let (whole, broken): (Vec<&Preference<'_>>, Vec<&Preference<'_>>) =
         preferences.iter().partition(|p| !p.unterminated_quote);
-    for preference in whole.into_iter().chain(broken) {
+    for preference in whole.into_iter().chain(broken.into_iter().take(1)) {
         if !out.is_empty() {
             out.extend_from_slice(SEPARATOR);
         }
@@ -415,6 +418,20 @@ mod tests {
         assert!(!prefs[0].unterminated_quote);
         assert!(prefs[1].unterminated_quote);
         assert_eq!(prefs[1].raw, b"a=\"open, b=1");
+    }
+
+    #[test]
+    fn second_unbalanced_quote_cannot_close_the_first_and_smuggle_an_idtype() {
+        // Found by the prefer fuzz target: joined, the second line's quote closed the
+        // first's and `IdType="RestId"` became a preference of its own.
+        let out = merged(&["a=\"x", "b=\"y, IdType=\"RestId\""], Force);
+        assert_eq!(out, "IdType=\"ImmutableId\", a=\"x");
+        let ids = parse(out.as_bytes())
+            .iter()
+            .filter(|p| p.is("IdType"))
+            .count();
+        assert_eq!(ids, 1);
+        assert_eq!(merged(&["\"", "\","], Force), "IdType=\"ImmutableId\", \"");
     }
 
     #[test]
