@@ -420,16 +420,25 @@ fn classify_entry_id(text: &[u8]) -> Option<ExchangeId> {
     }
     let mut decoded = [0u8; MESSAGE_ENTRY_LEN];
     let len = decode_entry_id_into(text, &mut decoded)?;
-    let (format, kind) = match entry_shape(decoded.get(..len)?)? {
-        EntryShape::Folder => (IdFormat::EntryId, IdKind::Folder),
-        EntryShape::Message => (IdFormat::EntryId, IdKind::Item),
-        EntryShape::ImmutableMessage => (IdFormat::ImmutableEntryId, IdKind::Item),
+    let (format, kind) = match classify_entry(decoded.get(..len)?)? {
+        (EntryShape::ImmutableMessage, kind) => (IdFormat::ImmutableEntryId, kind),
+        (_, kind) => (IdFormat::EntryId, kind),
     };
     Some(ExchangeId {
         format,
         kind,
         mailbox_guid: None,
     })
+}
+
+/// The shape of a decoded binary entry ID and the kind it stands for.
+fn classify_entry(entry: &[u8]) -> Option<(EntryShape, IdKind)> {
+    let shape = entry_shape(entry)?;
+    let kind = match shape {
+        EntryShape::Folder => IdKind::Folder,
+        EntryShape::Message | EntryShape::ImmutableMessage => IdKind::Item,
+    };
+    Some((shape, kind))
 }
 
 /// Hex entry IDs (92 or 140 hex digits). Immutable entries are not accepted in hex: no
@@ -440,10 +449,9 @@ fn classify_hex_entry_id(text: &[u8]) -> Option<ExchangeId> {
     }
     let mut decoded = [0u8; MESSAGE_ENTRY_LEN];
     let len = decode_hex_into(text, &mut decoded)?;
-    let kind = match entry_shape(decoded.get(..len)?)? {
-        EntryShape::Folder => IdKind::Folder,
-        EntryShape::Message => IdKind::Item,
-        EntryShape::ImmutableMessage => return None,
+    let kind = match classify_entry(decoded.get(..len)?)? {
+        (EntryShape::ImmutableMessage, _) => return None,
+        (_, kind) => kind,
     };
     Some(ExchangeId {
         format: IdFormat::HexEntryId,

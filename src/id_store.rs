@@ -592,18 +592,7 @@ mod tests {
         IdStore::open_path(path, cap(capacity), TTL, Arc::new(Metrics::new())).unwrap()
     }
 
-    /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
-    fn bytes(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
+    use super::compact::tests::bytes;
 
     /// A regular message ID shaped like Graph's: 113 bytes, 152 REST characters, one `=`.
     fn regular(n: u64) -> String {

@@ -93,12 +93,12 @@ pub(super) fn expand(form: u8, bytes: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::collections::HashMap;
 
     /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
-    fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    pub(in crate::id_store) fn bytes(seed: u64, len: usize) -> Vec<u8> {
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         (0..len)
             .map(|_| {
