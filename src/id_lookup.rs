@@ -7,7 +7,16 @@
 //! or at the latest `MAX_OPEN` after its first miss, as one
 //! `POST {mailbox_path}/translateExchangeIds`. A lone miss therefore waits `batch_window`;
 //! a stream of misses (a migration burst) fills calls of up to 1000 instead of sending one
-//! small call per window. An ID already in a call is never asked for
+//! small call per window. Two rules keep a burst from splitting into many small calls:
+//! - one call in flight per key: a batch that is ready while a call for its key is still
+//!   out stays open (taking every miss that arrives meanwhile) and is sent when that call
+//!   ends; only a full batch (1000 IDs) goes at once regardless;
+//! - burst memory: once a key's batch closed full or at `MAX_OPEN` (misses arriving without
+//!   pause), for `BURST_MEMORY` its batches wait for `BURST_QUIET` of quiet instead of
+//!   `batch_window`, so a short stall in the arrivals (the proxy busy forwarding the previous
+//!   thousand answers) does not cut a call short.
+//!
+//! An ID already in a call is never asked for
 //! twice: a later request waits for the answer of the call that carries it (keyed by tenant
 //! and ID, like the cache, so it gets what it would read from the cache a moment later). The
 //! batch runs in its own task, so a client that goes away does not cancel the answer others
@@ -159,16 +168,43 @@ struct OpenBatch {
     opened: Instant,
     /// When the last miss joined: the batch closes after `batch_window` of quiet.
     last_joined: Instant,
+    /// Ready, but a call for the same key is in flight: the call's end sends it.
+    parked: bool,
 }
 
-/// The longest a batch stays open while misses keep joining it; bounds what a miss waits
-/// during a burst.
-const MAX_OPEN: Duration = Duration::from_millis(250);
+/// The longest a batch stays open while misses keep joining it (a call in flight for the
+/// same key can hold it longer); bounds what a miss waits during a burst.
+const MAX_OPEN: Duration = Duration::from_millis(1000);
+
+/// How long a key counts as bursting after a batch of it closed full or at `MAX_OPEN`.
+const BURST_MEMORY: Duration = Duration::from_secs(1);
+
+/// The quiet that closes a batch of a bursting key.
+const BURST_QUIET: Duration = Duration::from_millis(50);
+
+/// What coalescing remembers per batch key between batches.
+#[derive(Default)]
+struct KeyState {
+    /// Calls of this key now running (more than one only when full batches overlap).
+    running: usize,
+    /// Until when the key counts as bursting.
+    burst_until: Option<Instant>,
+}
+
+impl KeyState {
+    fn bursting(&self, now: Instant) -> bool {
+        self.burst_until.is_some_and(|until| now < until)
+    }
+}
 
 #[derive(Default)]
 struct Pending {
     /// Batches still collecting IDs.
     open: HashMap<BatchKey, OpenBatch>,
+    /// Keys with a call running or a burst remembered; pruned as they go idle.
+    keys: HashMap<BatchKey, KeyState>,
+    /// `keys` is pruned of idle entries when it grows past this.
+    keys_prune_at: usize,
     /// (tenant, lookup) of every ID in an open or running call, for later requests to wait on.
     in_flight: HashMap<(String, String), Waiter>,
     next_serial: u64,
@@ -334,26 +370,27 @@ impl Inner {
                     source: candidate.source_id_type(),
                 };
                 let serial = pending.next_serial;
+                let now = Instant::now();
                 let batch = match pending.open.entry(key.clone()) {
                     Entry::Occupied(open) => open.into_mut(),
                     Entry::Vacant(vacant) => {
                         new_batches.push((key.clone(), serial));
-                        let now = Instant::now();
                         vacant.insert(OpenBatch {
                             serial,
                             caller: caller.clone(),
                             ids: Vec::new(),
                             opened: now,
                             last_joined: now,
+                            parked: false,
                         })
                     }
                 };
                 batch.ids.push((candidate.lookup.clone(), slot));
-                batch.last_joined = Instant::now();
+                batch.last_joined = now;
                 let full = batch.ids.len() >= MAX_IDS_PER_CALL;
                 pending.next_serial = pending.next_serial.wrapping_add(1);
                 if full {
-                    if let Some(batch) = pending.open.remove(&key) {
+                    if let Some(batch) = pending.take(&key, true) {
                         full_batches.push((key, batch));
                     }
                 }
@@ -361,33 +398,7 @@ impl Inner {
         }
         for (key, serial) in new_batches {
             let inner = Arc::clone(self);
-            tokio::spawn(async move {
-                let window = inner.batch_window;
-                let max_open = MAX_OPEN.max(window);
-                let mut wait = window;
-                let batch = loop {
-                    tokio::time::sleep(wait).await;
-                    let mut pending = lock(&inner.pending);
-                    let Some(open) = pending.open.get(&key) else {
-                        // Sent early because it filled up.
-                        break None;
-                    };
-                    if open.serial != serial {
-                        // Replaced by a newer batch with its own timer.
-                        break None;
-                    }
-                    let quiet = open.last_joined.elapsed();
-                    let age = open.opened.elapsed();
-                    if quiet >= window || age >= max_open {
-                        break pending.open.remove(&key);
-                    }
-                    // Misses are still arriving: wait for quiet, never past max_open.
-                    wait = (window - quiet).min(max_open - age);
-                };
-                if let Some(batch) = batch {
-                    inner.run(key, batch).await;
-                }
-            });
+            tokio::spawn(async move { inner.close_when_ready(key, serial).await });
         }
         for (key, batch) in full_batches {
             let inner = Arc::clone(self);
@@ -396,8 +407,58 @@ impl Inner {
         waits
     }
 
+    /// The timer of one open batch: sends it after the quiet its key needs or at
+    /// `MAX_OPEN`, or parks it behind the call its key has in flight.
+    async fn close_when_ready(self: Arc<Self>, key: BatchKey, serial: u64) {
+        let window = self.batch_window;
+        let max_open = MAX_OPEN.max(window);
+        let mut wait = window;
+        let batch = loop {
+            tokio::time::sleep(wait).await;
+            let mut pending = lock(&self.pending);
+            let now = Instant::now();
+            let bursting = pending.keys.get(&key).is_some_and(|k| k.bursting(now));
+            let running = pending.keys.get(&key).map_or(0, |k| k.running);
+            let Some(open) = pending.open.get_mut(&key) else {
+                // Sent early because it filled up.
+                return;
+            };
+            if open.serial != serial {
+                // Replaced by a newer batch with its own timer.
+                return;
+            }
+            let quiet_needed = if bursting {
+                BURST_QUIET.max(window)
+            } else {
+                window
+            };
+            let quiet = now.saturating_duration_since(open.last_joined);
+            let age = now.saturating_duration_since(open.opened);
+            if quiet < quiet_needed && age < max_open {
+                // Misses are still arriving: wait for quiet, never past max_open.
+                wait = (quiet_needed - quiet).min(max_open - age);
+                continue;
+            }
+            if running > 0 {
+                // The end of the call in flight sends it, with whatever joined meanwhile.
+                open.parked = true;
+                return;
+            }
+            let closed_by_age = age >= max_open;
+            break pending.take(&key, closed_by_age);
+        };
+        if let Some(batch) = batch {
+            self.run(key, batch).await;
+        }
+    }
+
     /// Resolves one closed batch: the store first (one read transaction), then Graph.
     async fn run(self: Arc<Self>, key: BatchKey, batch: OpenBatch) {
+        // Counted as running since `take`; the guard hands the key on however this ends.
+        let _running = Running {
+            inner: Arc::clone(&self),
+            key: key.clone(),
+        };
         let OpenBatch { caller, ids, .. } = batch;
         let flight = Flight {
             inner: Arc::clone(&self),
@@ -673,6 +734,75 @@ fn is_immutable(id: &str) -> bool {
 
 /// The IDs of one running batch. Dropping it (normally through `finish`, or when the task is
 /// dropped) takes its IDs out of `in_flight`, so the map never keeps an ID nobody resolves.
+impl Pending {
+    /// Closes the key's open batch and counts a call of the key as running; `burst` marks
+    /// the key as bursting (the batch filled up or stayed open to `MAX_OPEN`).
+    fn take(&mut self, key: &BatchKey, burst: bool) -> Option<OpenBatch> {
+        let batch = self.open.remove(key)?;
+        if self.keys.len() >= self.keys_prune_at {
+            let now = Instant::now();
+            self.keys.retain(|_, k| k.running > 0 || k.bursting(now));
+            self.keys_prune_at = (self.keys.len() * 2).max(1024);
+        }
+        let state = self.keys.entry(key.clone()).or_default();
+        state.running += 1;
+        if burst {
+            state.burst_until = Some(Instant::now() + BURST_MEMORY);
+        }
+        Some(batch)
+    }
+
+    /// A call of the key ended: the batch parked behind it, if any, is closed for sending.
+    fn call_ended(&mut self, key: &BatchKey) -> Option<OpenBatch> {
+        let now = Instant::now();
+        if let Some(state) = self.keys.get_mut(key) {
+            state.running = state.running.saturating_sub(1);
+            if state.running == 0 && !state.bursting(now) {
+                self.keys.remove(key);
+            }
+        }
+        if self.open.get(key).is_some_and(|open| open.parked) {
+            let burst = self
+                .open
+                .get(key)
+                .is_some_and(|open| now.saturating_duration_since(open.opened) >= MAX_OPEN);
+            return self.take(key, burst);
+        }
+        None
+    }
+}
+
+/// Held by a running call; when the call ends (or its task is dropped), sends the batch of
+/// the same key that was parked behind it.
+struct Running {
+    inner: Arc<Inner>,
+    key: BatchKey,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let next = lock(&self.inner.pending).call_ended(&self.key);
+        let Some(batch) = next else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let inner = Arc::clone(&self.inner);
+                let key = self.key.clone();
+                runtime.spawn(async move { inner.run(key, batch).await });
+            }
+            // The runtime is shutting down: dropping the batch wakes its waiters with
+            // `Abandoned` (and its Flight-less slots simply close).
+            Err(_) => {
+                let mut pending = lock(&self.inner.pending);
+                for (id, _) in &batch.ids {
+                    pending.in_flight.remove(&(self.key.tenant.clone(), id.clone()));
+                }
+            }
+        }
+    }
+}
+
 struct Flight {
     inner: Arc<Inner>,
     tenant: String,

@@ -26,8 +26,12 @@ const ALEX: &str = "alexw@contoso.onmicrosoft.com";
 const SOURCES: [SourceType; 3] = [SourceType::RestId, SourceType::EwsId, SourceType::EntryId];
 
 fn config(sim: &Sim, store: &Path) -> Config {
+    config_with_window(sim, store, 50)
+}
+
+fn config_with_window(sim: &Sim, store: &Path, window_ms: u64) -> Config {
     let text = format!(
-        "[upstream]\nurl = \"{}\"\nrequest_timeout_ms = 20000\n\n[rewrite]\nstore = \"{}\"\nbatch_window_ms = 50\n",
+        "[upstream]\nurl = \"{}\"\nrequest_timeout_ms = 20000\n\n[rewrite]\nstore = \"{}\"\nbatch_window_ms = {window_ms}\n",
         sim.url,
         store.display()
     );
@@ -43,7 +47,10 @@ struct Fixture {
 }
 
 fn fixture(sim: &Sim, dir: &TempDir) -> Fixture {
-    let config = config(sim, &dir.join("idmap.redb"));
+    fixture_from(config(sim, &dir.join("idmap.redb")))
+}
+
+fn fixture_from(config: Config) -> Fixture {
     let metrics = Arc::new(Metrics::new());
     let upstream = Arc::new(Upstream::new(&config.upstream).expect("upstream client"));
     let store = Arc::new(IdStore::open(&config.rewrite, metrics.clone()).expect("store opens"));
@@ -115,6 +122,49 @@ async fn thousand_concurrent_misses_for_one_mailbox_take_at_most_three_calls() {
         "the second wave is served from the cache"
     );
     assert_eq!(fx.metrics.translate_ids.get("cached"), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misses_arriving_while_a_call_is_in_flight_wait_and_go_out_as_one_call() {
+    let sim = Sim::start().await;
+    let dir = TempDir::new("lookup-one-in-flight");
+    // A 5 ms window, and misses 25 ms apart: each would close its own batch, were it not for
+    // the call of the same mailbox still in flight.
+    let fx = fixture_from(config_with_window(&sim, &dir.join("idmap.redb"), 5));
+    ensure_messages(&sim, ADELE, 21).await;
+    let regular: Vec<String> = message_ids(&sim, ADELE, false).await[..21].to_vec();
+    let immutable: Vec<String> = message_ids(&sim, ADELE, true).await[..21].to_vec();
+    let adele = caller(ADELE, &bearer(ADELE), false);
+    // Graph takes 4 s per request from now on: the first call stays in flight while the
+    // twenty other misses arrive.
+    sim.configure(json!({ "delay_ms": 4000 })).await;
+    let lookup = Arc::new(fx.lookup);
+    let first = {
+        let (lookup, adele, one) = (lookup.clone(), adele.clone(), [candidate(&regular[0])]);
+        tokio::spawn(async move { lookup.resolve(&adele, &one).await })
+    };
+    while fx.metrics.translate_calls.get() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let mut later = Vec::new();
+    for id in &regular[1..] {
+        let (lookup, adele, one) = (lookup.clone(), adele.clone(), [candidate(id)]);
+        later.push(tokio::spawn(
+            async move { lookup.resolve(&adele, &one).await },
+        ));
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let first = first.await.expect("task").expect("lookup succeeds");
+    assert_eq!(first.get(&regular[0]), Some(&immutable[0]));
+    for ((task, id), expected) in later.into_iter().zip(&regular[1..]).zip(&immutable[1..]) {
+        let map = task.await.expect("task").expect("lookup succeeds");
+        assert_eq!(map.get(id), Some(expected));
+    }
+    assert_eq!(
+        sim.stats().await["translate_ids_per_call"],
+        json!([1, 20]),
+        "the twenty misses waited for the first call, then went out together"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
