@@ -796,7 +796,9 @@ impl Drop for Running {
             Err(_) => {
                 let mut pending = lock(&self.inner.pending);
                 for (id, _) in &batch.ids {
-                    pending.in_flight.remove(&(self.key.tenant.clone(), id.clone()));
+                    pending
+                        .in_flight
+                        .remove(&(self.key.tenant.clone(), id.clone()));
                 }
             }
         }

@@ -18,7 +18,7 @@
 //!   (`[A-Za-z0-9_=+/-]`, at most 700 characters) is ignored, so a damaged store entry can
 //!   never inject a quote or a separator into a path or a `$filter`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -143,12 +143,7 @@ pub fn candidates_in_json(
     body: &[u8],
     sources: &[SourceType],
 ) -> Result<Vec<Candidate>, ScanError> {
-    let mut found = Candidates::new(sources);
-    json_scan::rewrite_strings(body, |_, text| {
-        found.offer(text);
-        None
-    })?;
-    Ok(found.list)
+    Ok(scan_json(body, sources)?.candidates)
 }
 
 /// The candidates in a `$batch` body's sub-request `url`s and `body`s; `None` when the body
@@ -175,14 +170,7 @@ pub fn candidates_in_response(
     body: &[u8],
     sources: &[SourceType],
 ) -> Result<Vec<Candidate>, ScanError> {
-    let mut found = Candidates::new(sources);
-    json_scan::rewrite_strings(body, |context, text| {
-        if is_response_id_key(context.key) {
-            found.offer(text);
-        }
-        None
-    })?;
-    Ok(found.list)
+    Ok(scan_response(body, sources)?.candidates)
 }
 
 /// Applies `map` (lookup form -> immutable ID) to a request target. Unmapped candidates are
@@ -246,13 +234,111 @@ pub fn apply_to_json(
     sources: &[SourceType],
     map: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Rewritten<Vec<u8>>>, ScanError> {
-    let mut applier = Applier::new(sources, map);
-    let output =
-        json_scan::rewrite_strings(body, |_, text| applier.replace(text, Place::JsonString))?;
-    Ok(output.map(|output| Rewritten {
-        output,
-        applied: applier.applied,
-    }))
+    Ok(scan_json(body, sources)?.apply(body, map))
+}
+
+/// A JSON body scanned once: the candidates to look up and the byte range of every string
+/// that holds one, so the answers are spliced in without scanning or classifying again.
+/// Step 3 scans, resolves `candidates()`, then calls `apply` on the same bytes.
+#[derive(Debug, Default)]
+pub struct JsonIds {
+    /// Deduplicated by `lookup`, in the order first found.
+    candidates: Vec<Candidate>,
+    /// (span of the JSON string, quotes included; index into `candidates`), in body order.
+    sites: Vec<(Range<usize>, usize)>,
+}
+
+/// Scans a JSON request body for translatable string values (`scan_json`), or only the
+/// values of `RESPONSE_ID_KEYS` in a response (`scan_response`).
+pub fn scan_json(body: &[u8], sources: &[SourceType]) -> Result<JsonIds, ScanError> {
+    scan_strings(body, sources, false)
+}
+
+/// `scan_json` for a response body: only strings under `RESPONSE_ID_KEYS` count.
+pub fn scan_response(body: &[u8], sources: &[SourceType]) -> Result<JsonIds, ScanError> {
+    scan_strings(body, sources, true)
+}
+
+fn scan_strings(
+    body: &[u8],
+    sources: &[SourceType],
+    response_keys_only: bool,
+) -> Result<JsonIds, ScanError> {
+    let mut ids = JsonIds::default();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    json_scan::visit_strings(body, |context, text, span| {
+        if response_keys_only && !is_response_id_key(context.key) {
+            return;
+        }
+        let Some(candidate) = candidate_for(text, sources) else {
+            return;
+        };
+        let at = match index.get(&candidate.lookup) {
+            Some(&at) => at,
+            None => {
+                let at = ids.candidates.len();
+                index.insert(candidate.lookup.clone(), at);
+                ids.candidates.push(candidate);
+                at
+            }
+        };
+        ids.sites.push((span, at));
+    })?;
+    Ok(ids)
+}
+
+impl JsonIds {
+    pub fn candidates(&self) -> &[Candidate] {
+        &self.candidates
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.candidates.is_empty()
+    }
+
+    /// Splices `map`'s answers into `body` (the bytes that were scanned); every other byte
+    /// is kept. `None` when nothing changed. An answer equal to the ID as found, or not
+    /// ID-shaped, is no change.
+    pub fn apply(
+        &self,
+        body: &[u8],
+        map: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Rewritten<Vec<u8>>> {
+        // One answer per distinct ID, asked once.
+        let answers: Vec<Option<String>> = self
+            .candidates
+            .iter()
+            .map(|c| (map)(&c.lookup).filter(|new| *new != c.original && is_id_shaped(new)))
+            .collect();
+        let mut out: Option<Vec<u8>> = None;
+        let mut copied = 0;
+        let mut applied = Vec::new();
+        for (span, at) in &self.sites {
+            let (Some(Some(immutable)), Some(candidate)) =
+                (answers.get(*at), self.candidates.get(*at))
+            else {
+                continue;
+            };
+            // Sites come in body order and never overlap; the check keeps a caller that
+            // passes other bytes from splicing out of range.
+            let Some(before) = body.get(copied..span.start) else {
+                continue;
+            };
+            let out = out.get_or_insert_with(|| Vec::with_capacity(body.len() + 64));
+            out.extend_from_slice(before);
+            json_scan::push_quoted(out, immutable);
+            copied = span.end;
+            applied.push(Replacement {
+                lookup: candidate.lookup.clone(),
+                immutable: immutable.clone(),
+                place: Place::JsonString,
+                batch_request_id: None,
+            });
+        }
+        let mut output = out?;
+        output.extend_from_slice(body.get(copied..).unwrap_or_default());
+        Some(Rewritten { output, applied })
+    }
 }
 
 /// `rewrite_batch` that also says which IDs it replaced, with their sub-request `id`s.
@@ -292,18 +378,7 @@ pub fn apply_to_response(
     sources: &[SourceType],
     map: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<Rewritten<Vec<u8>>>, ScanError> {
-    let mut applier = Applier::new(sources, map);
-    let output = json_scan::rewrite_strings(body, |context, text| {
-        if is_response_id_key(context.key) {
-            applier.replace(text, Place::JsonString)
-        } else {
-            None
-        }
-    })?;
-    Ok(output.map(|output| Rewritten {
-        output,
-        applied: applier.applied,
-    }))
+    Ok(scan_response(body, sources)?.apply(body, map))
 }
 
 /// The mappings a 404 answer is about, so the caller can evict them: the IDs put into the
@@ -1255,6 +1330,23 @@ mod tests {
                     prop_assert_eq!(String::from_utf8(bytes).expect("utf-8"), expected);
                 }
                 None => prop_assert_eq!(body, expected),
+            }
+        }
+
+        #[test]
+        fn one_pass_rewrite_equals_rewriting_each_string_in_place(body in json_body()) {
+            for response in [false, true] {
+                let reference = json_scan::rewrite_strings(body.as_bytes(), |context, text| {
+                    if response && !is_response_id_key(context.key) {
+                        return None;
+                    }
+                    let new = known(&candidate_for(text, &ALL)?.lookup)?;
+                    (new != text && is_id_shaped(&new)).then_some(new)
+                })
+                .expect("valid JSON");
+                let scan = if response { scan_response(body.as_bytes(), &ALL) } else { scan_json(body.as_bytes(), &ALL) };
+                let scanned = scan.expect("valid JSON").apply(body.as_bytes(), &known);
+                prop_assert_eq!(scanned.map(|r| r.output), reference);
             }
         }
 

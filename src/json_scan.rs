@@ -60,6 +60,27 @@ pub fn rewrite_strings<F>(input: &[u8], mut f: F) -> Result<Option<Vec<u8>>, Sca
 where
     F: FnMut(&StrContext<'_>, &str) -> Option<String>,
 {
+    scan(input, &mut |context, text, _| f(context, text))
+}
+
+/// Validates `input` and calls `f` for every string value with its unescaped text and the
+/// byte range of its JSON spelling, quotes included, so a caller can splice later without
+/// scanning again (`push_quoted` writes a replacement). `Err`: not valid JSON.
+pub fn visit_strings<F>(input: &[u8], mut f: F) -> Result<(), ScanError>
+where
+    F: FnMut(&StrContext<'_>, &str, std::ops::Range<usize>),
+{
+    scan(input, &mut |context, text, span| {
+        f(context, text, span);
+        None
+    })
+    .map(|_| ())
+}
+
+fn scan<F>(input: &[u8], f: &mut F) -> Result<Option<Vec<u8>>, ScanError>
+where
+    F: FnMut(&StrContext<'_>, &str, std::ops::Range<usize>) -> Option<String>,
+{
     // Validating UTF-8 once up front lets every later slice be a `&str` borrowed from the
     // body; every slice boundary is next to an ASCII byte, so always a char boundary.
     let text = std::str::from_utf8(input).map_err(|e| ScanError::NotJson {
@@ -72,7 +93,7 @@ where
         out: None,
         copied: 0,
     };
-    scanner.document(&mut f)?;
+    scanner.document(f)?;
     Ok(scanner.finish())
 }
 
@@ -110,7 +131,7 @@ struct Scanner<'a> {
 impl<'a> Scanner<'a> {
     fn document<F>(&mut self, f: &mut F) -> Result<(), ScanError>
     where
-        F: FnMut(&StrContext<'_>, &str) -> Option<String>,
+        F: FnMut(&StrContext<'_>, &str, std::ops::Range<usize>) -> Option<String>,
     {
         let mut stack: Vec<Frame<'a>> = Vec::new();
         // The key whose value comes next, while inside an object.
@@ -154,7 +175,7 @@ impl<'a> Scanner<'a> {
                         parent_key: stack.last().and_then(|frame| frame.key.as_deref()),
                         depth: stack.len(),
                     };
-                    if let Some(new) = f(&context, &scanned.text) {
+                    if let Some(new) = f(&context, &scanned.text, scanned.open..scanned.close) {
                         self.replace(scanned.open, scanned.close, &new);
                     }
                 }
@@ -427,7 +448,7 @@ fn find_string_special(bytes: &[u8], from: usize) -> usize {
 
 /// Writes `text` as a JSON string: only what JSON requires is escaped, so `/` and
 /// non-ASCII stay raw as Graph itself writes them.
-fn push_quoted(out: &mut Vec<u8>, text: &str) {
+pub fn push_quoted(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     let bytes = text.as_bytes();
     let mut run_start = 0;

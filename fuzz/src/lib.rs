@@ -306,6 +306,16 @@ pub fn id_rewrite(data: &[u8]) {
         }
         _ => panic!("candidates_in_json {found:?} but apply_to_json {applied:?}"),
     }
+    // The one-pass splice (scan once, apply at the recorded spans) writes exactly what
+    // replacing each string in place during a scan would.
+    let in_place = json_scan::rewrite_strings(data, |_, text| {
+        id_rewrite::candidate_for(text, &ALL_SOURCES).map(|_| IMMUTABLE.to_owned())
+    });
+    assert_eq!(
+        in_place.map(|out| out.filter(|out| out.as_slice() != data)),
+        applied.map(|rewritten| rewritten.map(|r| r.output)),
+        "one-pass splice and in-place rewrite disagree"
+    );
     if let Ok(Some(rewritten)) = id_rewrite::apply_to_response(data, &ALL_SOURCES, &immutable) {
         assert_eq!(
             id_rewrite::candidates_in_response(&rewritten.output, &ALL_SOURCES),

@@ -8,6 +8,7 @@
 //! when to do it and what a failure means. It must run after identify (the tenant keys the
 //! map) and before Prefer, which edits the same `$batch` body.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use http::header::AUTHORIZATION;
@@ -19,7 +20,7 @@ use crate::batch;
 use crate::config::{OnError, SourceType};
 use crate::errors::ProxyError;
 use crate::id_lookup::{Caller, IdLookup};
-use crate::id_rewrite::{self, Candidate, Place};
+use crate::id_rewrite::{self, Candidate, JsonIds, Place};
 use crate::identity::Identity;
 use crate::telemetry::short_path;
 
@@ -56,8 +57,17 @@ impl Proxy {
             .uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
-        let mut candidates = id_rewrite::candidates_in_target(&target, &ids.sources);
-        candidates.extend(body_candidates(&body, &ids.sources));
+        let in_target = id_rewrite::candidates_in_target(&target, &ids.sources);
+        // The body is scanned once: the same scan gives the candidates and, after the
+        // look-up, the places to splice the answers into.
+        let scan = scan_body(&body, &ids.sources);
+        let candidates: Cow<'_, [Candidate]> = if in_target.is_empty() {
+            Cow::Borrowed(scan.candidates())
+        } else {
+            let mut all = in_target;
+            all.extend_from_slice(scan.candidates());
+            Cow::Owned(all)
+        };
         let Some(caller) = caller else {
             if !candidates.is_empty() {
                 debug!(path = %short_path(parts.uri.path()), "legacy IDs seen, but no token or mailbox to translate them with");
@@ -98,12 +108,10 @@ impl Proxy {
         }
         let body = match body {
             Outgoing::Held { bytes, batch } if !bytes.is_empty() => {
-                let rewritten = if batch {
-                    id_rewrite::apply_to_batch(&bytes, &ids.sources, &lookup)
-                } else {
-                    id_rewrite::apply_to_json(&bytes, &ids.sources, &lookup)
-                        .ok()
-                        .flatten()
+                let rewritten = match &scan {
+                    BodyScan::Batch(_) => id_rewrite::apply_to_batch(&bytes, &ids.sources, &lookup),
+                    BodyScan::Json(json) => json.apply(&bytes, &lookup),
+                    BodyScan::Nothing => None,
                 };
                 match rewritten {
                     Some(applied) => {
@@ -130,11 +138,11 @@ impl Proxy {
     ) -> Option<(Vec<u8>, usize)> {
         let ids = self.ids.as_ref().filter(|ids| ids.responses)?;
         let caller = rewrote.caller.as_ref()?;
-        let candidates = id_rewrite::candidates_in_response(body, &ids.sources).ok()?;
-        if candidates.is_empty() {
+        let scan = id_rewrite::scan_response(body, &ids.sources).ok()?;
+        if scan.is_empty() {
             return None;
         }
-        let map = match ids.lookup.resolve(caller, &candidates).await {
+        let map = match ids.lookup.resolve(caller, scan.candidates()).await {
             Ok(map) => map,
             Err(e) => {
                 warn!(error = %e, "IDs in the answer could not be translated; sent as Graph wrote them");
@@ -142,9 +150,9 @@ impl Proxy {
             }
         };
         let lookup = |id: &str| map.get(id).cloned();
-        id_rewrite::rewrite_response(body, &ids.sources, &lookup)
-            .ok()
-            .flatten()
+        let rewritten = scan.apply(body, &lookup)?;
+        let count = rewritten.applied.len();
+        Some((rewritten.output, count))
     }
 
     /// A 404 for a rewritten ID: the item is gone, so its mapping is forgotten.
@@ -219,18 +227,38 @@ fn mailbox_path(path: &str) -> Option<String> {
     }
 }
 
-fn body_candidates(body: &Outgoing, sources: &[SourceType]) -> Vec<Candidate> {
+/// What step 3 found in a held body.
+enum BodyScan {
+    /// Streamed, empty, or not JSON: nothing to rewrite.
+    Nothing,
+    Json(JsonIds),
+    /// A `$batch` body, rewritten through its parsed form (`id_rewrite::apply_to_batch`).
+    Batch(Vec<Candidate>),
+}
+
+impl BodyScan {
+    fn candidates(&self) -> &[Candidate] {
+        match self {
+            BodyScan::Nothing => &[],
+            BodyScan::Json(json) => json.candidates(),
+            BodyScan::Batch(candidates) => candidates,
+        }
+    }
+}
+
+fn scan_body(body: &Outgoing, sources: &[SourceType]) -> BodyScan {
     match body {
         Outgoing::Held { bytes, batch: true } => {
-            id_rewrite::candidates_in_batch(bytes, sources).unwrap_or_default()
+            BodyScan::Batch(id_rewrite::candidates_in_batch(bytes, sources).unwrap_or_default())
         }
         Outgoing::Held {
             bytes,
             batch: false,
-        } if !bytes.is_empty() => {
-            id_rewrite::candidates_in_json(bytes, sources).unwrap_or_default()
-        }
-        _ => Vec::new(),
+        } if !bytes.is_empty() => match id_rewrite::scan_json(bytes, sources) {
+            Ok(json) => BodyScan::Json(json),
+            Err(_) => BodyScan::Nothing,
+        },
+        _ => BodyScan::Nothing,
     }
 }
 
