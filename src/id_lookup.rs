@@ -9,12 +9,13 @@
 //! a stream of misses (a migration burst) fills calls of up to 1000 instead of sending one
 //! small call per window. Two rules keep a burst from splitting into many small calls:
 //! - one call in flight per key: a batch that is ready while a call for its key is still
-//!   out stays open (taking every miss that arrives meanwhile) and is sent when that call
-//!   ends; only a full batch (1000 IDs) goes at once regardless;
-//! - burst memory: once a key's batch closed full or at `MAX_OPEN` (misses arriving without
-//!   pause), for `BURST_MEMORY` its batches wait for `BURST_QUIET` of quiet instead of
-//!   `batch_window`, so a short stall in the arrivals (the proxy busy forwarding the previous
-//!   thousand answers) does not cut a call short.
+//!   out stays open (taking every miss that arrives meanwhile) and is looked at again when
+//!   that call ends; only a full batch (1000 IDs) goes at once regardless;
+//! - burst memory: once a key's batch closed full, at `MAX_OPEN`, or had to wait behind a
+//!   call (misses arriving without pause), for `BURST_MEMORY` its batches wait for
+//!   `BURST_QUIET` of quiet instead of `batch_window`, so a short stall in the arrivals (the
+//!   proxy busy forwarding the previous thousand answers) does not cut a call short. A lone
+//!   miss outside a burst still waits only `batch_window`.
 //!
 //! An ID already in a call is never asked for
 //! twice: a later request waits for the answer of the call that carries it (keyed by tenant
@@ -180,7 +181,7 @@ const MAX_OPEN: Duration = Duration::from_millis(1000);
 const BURST_MEMORY: Duration = Duration::from_secs(1);
 
 /// The quiet that closes a batch of a bursting key.
-const BURST_QUIET: Duration = Duration::from_millis(50);
+const BURST_QUIET: Duration = Duration::from_millis(200);
 
 /// What coalescing remembers per batch key between batches.
 #[derive(Default)]
@@ -398,7 +399,8 @@ impl Inner {
         }
         for (key, serial) in new_batches {
             let inner = Arc::clone(self);
-            tokio::spawn(async move { inner.close_when_ready(key, serial).await });
+            let window = inner.batch_window;
+            tokio::spawn(async move { inner.close_when_ready(key, serial, window).await });
         }
         for (key, batch) in full_batches {
             let inner = Arc::clone(self);
@@ -409,10 +411,8 @@ impl Inner {
 
     /// The timer of one open batch: sends it after the quiet its key needs or at
     /// `MAX_OPEN`, or parks it behind the call its key has in flight.
-    async fn close_when_ready(self: Arc<Self>, key: BatchKey, serial: u64) {
-        let window = self.batch_window;
-        let max_open = MAX_OPEN.max(window);
-        let mut wait = window;
+    async fn close_when_ready(self: Arc<Self>, key: BatchKey, serial: u64, first_wait: Duration) {
+        let mut wait = first_wait;
         let batch = loop {
             tokio::time::sleep(wait).await;
             let mut pending = lock(&self.pending);
@@ -423,29 +423,26 @@ impl Inner {
                 // Sent early because it filled up.
                 return;
             };
-            if open.serial != serial {
-                // Replaced by a newer batch with its own timer.
+            if open.serial != serial || open.parked {
+                // Replaced by a newer batch with its own timer, or already parked.
                 return;
             }
-            let quiet_needed = if bursting {
-                BURST_QUIET.max(window)
-            } else {
-                window
+            let by_age = match due(open, self.batch_window, bursting, now) {
+                Ok(by_age) => by_age,
+                Err(left) => {
+                    // Misses are still arriving: wait for quiet, never past max_open.
+                    wait = left;
+                    continue;
+                }
             };
-            let quiet = now.saturating_duration_since(open.last_joined);
-            let age = now.saturating_duration_since(open.opened);
-            if quiet < quiet_needed && age < max_open {
-                // Misses are still arriving: wait for quiet, never past max_open.
-                wait = (quiet_needed - quiet).min(max_open - age);
-                continue;
-            }
             if running > 0 {
-                // The end of the call in flight sends it, with whatever joined meanwhile.
+                // The end of the call in flight decides, with whatever joined meanwhile;
+                // misses arriving while a call is out mean the key is bursting.
                 open.parked = true;
+                pending.mark_burst(&key, now);
                 return;
             }
-            let closed_by_age = age >= max_open;
-            break pending.take(&key, closed_by_age);
+            break pending.take(&key, by_age);
         };
         if let Some(batch) = batch {
             self.run(key, batch).await;
@@ -752,28 +749,65 @@ impl Pending {
         Some(batch)
     }
 
-    /// A call of the key ended: the batch parked behind it, if any, is closed for sending.
-    fn call_ended(&mut self, key: &BatchKey) -> Option<OpenBatch> {
+    fn mark_burst(&mut self, key: &BatchKey, now: Instant) {
+        if let Some(state) = self.keys.get_mut(key) {
+            state.burst_until = Some(now + BURST_MEMORY);
+        }
+    }
+
+    /// A call of the key ended: the batch parked behind it, if any, is due now or gets a
+    /// timer again (with the quiet of a bursting key: misses kept arriving meanwhile).
+    fn call_ended(&mut self, key: &BatchKey, window: Duration) -> Next {
         let now = Instant::now();
+        let parked = self.open.get(key).is_some_and(|open| open.parked);
+        if parked {
+            self.mark_burst(key, now);
+        }
         if let Some(state) = self.keys.get_mut(key) {
             state.running = state.running.saturating_sub(1);
             if state.running == 0 && !state.bursting(now) {
                 self.keys.remove(key);
             }
         }
-        if self.open.get(key).is_some_and(|open| open.parked) {
-            let burst = self
-                .open
-                .get(key)
-                .is_some_and(|open| now.saturating_duration_since(open.opened) >= MAX_OPEN);
-            return self.take(key, burst);
+        let Some(open) = self.open.get_mut(key).filter(|_| parked) else {
+            return Next::Nothing;
+        };
+        open.parked = false;
+        match due(open, window, true, now) {
+            Ok(by_age) => self.take(key, by_age).map_or(Next::Nothing, Next::Run),
+            Err(left) => Next::Timer(open.serial, left),
         }
-        None
     }
 }
 
-/// Held by a running call; when the call ends (or its task is dropped), sends the batch of
-/// the same key that was parked behind it.
+/// What follows the end of a call for the batch parked behind it.
+enum Next {
+    Nothing,
+    Run(OpenBatch),
+    /// Not yet quiet: the batch with this serial gets a timer again.
+    Timer(u64, Duration),
+}
+
+/// Whether an open batch is due at `now`: `Ok(by_age)` when it is (`by_age`: it reached
+/// `MAX_OPEN` rather than quiet), else how long until it may be.
+fn due(open: &OpenBatch, window: Duration, bursting: bool, now: Instant) -> Result<bool, Duration> {
+    let max_open = MAX_OPEN.max(window);
+    let quiet_needed = if bursting {
+        BURST_QUIET.max(window)
+    } else {
+        window
+    };
+    let quiet = now.saturating_duration_since(open.last_joined);
+    let age = now.saturating_duration_since(open.opened);
+    if quiet >= quiet_needed || age >= max_open {
+        Ok(age >= max_open)
+    } else {
+        Err((quiet_needed - quiet).min(max_open - age))
+    }
+}
+
+/// Held by a running call; when the call ends (or its task is dropped), hands the batch of
+/// the same key that was parked behind it on.
 struct Running {
     inner: Arc<Inner>,
     key: BatchKey,
@@ -781,25 +815,32 @@ struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let next = lock(&self.inner.pending).call_ended(&self.key);
-        let Some(batch) = next else {
-            return;
+        let next = lock(&self.inner.pending).call_ended(&self.key, self.inner.batch_window);
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime,
+            Err(_) => {
+                // The runtime is shutting down: dropping the batch wakes its waiters with
+                // `Abandoned`.
+                if let Next::Run(batch) = next {
+                    let mut pending = lock(&self.inner.pending);
+                    for (id, _) in &batch.ids {
+                        pending
+                            .in_flight
+                            .remove(&(self.key.tenant.clone(), id.clone()));
+                    }
+                }
+                return;
+            }
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let inner = Arc::clone(&self.inner);
-                let key = self.key.clone();
+        let inner = Arc::clone(&self.inner);
+        let key = self.key.clone();
+        match next {
+            Next::Nothing => {}
+            Next::Run(batch) => {
                 runtime.spawn(async move { inner.run(key, batch).await });
             }
-            // The runtime is shutting down: dropping the batch wakes its waiters with
-            // `Abandoned` (and its Flight-less slots simply close).
-            Err(_) => {
-                let mut pending = lock(&self.inner.pending);
-                for (id, _) in &batch.ids {
-                    pending
-                        .in_flight
-                        .remove(&(self.key.tenant.clone(), id.clone()));
-                }
+            Next::Timer(serial, wait) => {
+                runtime.spawn(async move { inner.close_when_ready(key, serial, wait).await });
             }
         }
     }
