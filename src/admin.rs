@@ -117,7 +117,7 @@ impl Admin {
                     StatusCode::NOT_FOUND,
                     "NotFound",
                     "forward_proxy.enabled is false: there is no interception CA.",
-                    &uuid::Uuid::new_v4().to_string(),
+                    &crate::telemetry::new_request_id(),
                 ),
             },
             (&Method::POST, "/shutdown") => {
@@ -129,7 +129,7 @@ impl Admin {
                 StatusCode::NOT_FOUND,
                 "NotFound",
                 "No such admin endpoint. Try /healthz, /readyz or /metrics.",
-                &uuid::Uuid::new_v4().to_string(),
+                &crate::telemetry::new_request_id(),
             ),
         }
     }
@@ -139,7 +139,7 @@ impl Admin {
     /// `POST /idmap?tenant=<tid>` with `source_id,target_id` CSV lines: the mappings go into
     /// the ID store, so the proxy serves them even after the items move.
     async fn import_idmap(&self, req: Request<Incoming>) -> Response<ProxyBody> {
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = crate::telemetry::new_request_id();
         let Some(ids) = self.ids.clone() else {
             return graph_error(
                 StatusCode::CONFLICT,

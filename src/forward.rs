@@ -94,7 +94,7 @@ pub fn prepare_request(parts: &mut request::Parts, origin: &Origin) -> Result<St
     {
         Some(id) => id.to_owned(),
         None => {
-            let id = uuid::Uuid::new_v4().to_string();
+            let id = crate::telemetry::new_request_id();
             if let Ok(value) = HeaderValue::from_str(&id) {
                 headers.insert(CLIENT_REQUEST_ID, value);
             }

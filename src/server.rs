@@ -105,25 +105,36 @@ pub async fn serve<H, F, B>(
         let handler = handler.clone();
         let handshake_timeout = options.header_read_timeout;
         let span = tracing::debug_span!("conn", peer = %addr);
-        tokio::spawn(
-            async move {
-                let _permit = permit;
-                let peer = Peer {
-                    addr,
-                    tls: tls.is_some(),
-                };
-                let service = service_fn(move |req| {
-                    let fut = handler(req, peer);
-                    async move { Ok::<_, Infallible>(fut.await) }
-                });
-                let result = match tls {
-                    None => {
+        let peer = Peer {
+            addr,
+            tls: tls.is_some(),
+        };
+        let service = service_fn(move |req| {
+            // Boxed: hyper keeps room for one in-flight service future in every
+            // connection, idle or not, and the pipeline's future is several KiB.
+            // One allocation per request is cheaper than that room per idle client.
+            let fut = Box::pin(handler(req, peer));
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        // Two tasks of different types: a plain connection's task then has no room for
+        // a TLS stream and its handshake.
+        match tls {
+            None => {
+                tokio::spawn(
+                    async move {
+                        let _permit = permit;
                         let conn = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
-                        watcher.watch(conn).await
+                        log_end(watcher.watch(conn).await);
                     }
-                    Some(acceptor) => {
+                    .instrument(span),
+                );
+            }
+            Some(acceptor) => {
+                tokio::spawn(
+                    async move {
+                        let _permit = permit;
                         let handshake =
                             tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
                         let stream = match handshake {
@@ -140,16 +151,12 @@ pub async fn serve<H, F, B>(
                         let conn = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
-                        watcher.watch(conn).await
+                        log_end(watcher.watch(conn).await);
                     }
-                };
-                if let Err(e) = result {
-                    // Resets, timeouts and malformed requests: the client's business.
-                    debug!(error = %e, "connection ended with an error");
-                }
+                    .instrument(span),
+                );
             }
-            .instrument(span),
-        );
+        }
     }
 
     drop(listener);
@@ -162,6 +169,13 @@ pub async fn serve<H, F, B>(
         .is_err()
     {
         warn!(grace = ?options.drain_grace, "drain grace ran out; closing remaining connections");
+    }
+}
+
+fn log_end<E: std::fmt::Display>(result: Result<(), E>) {
+    if let Err(e) = result {
+        // Resets, timeouts and malformed requests: the client's business.
+        debug!(error = %e, "connection ended with an error");
     }
 }
 

@@ -4,12 +4,41 @@
 //! any level: request headers only reach a log through `RedactedHeaders`, and IDs through
 //! `short_path`.
 
+use std::cell::Cell;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 
 use http::HeaderMap;
 use tracing_subscriber::filter::LevelFilter;
 
 use crate::config::{LogFormat, LogLevel};
+
+/// A new request id: a random (version 4) UUID, from a per-thread generator seeded once
+/// from the OS (through std's `RandomState` keys). Request ids must be unique, not secret,
+/// and asking the kernel for randomness on every request cost 1% of the proxy's CPU.
+pub fn new_request_id() -> String {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(0u8));
+    }
+    let (high, low) = STATE.with(|state| {
+        let high = splitmix64(state);
+        (high, splitmix64(state))
+    });
+    let bytes = ((u128::from(high) << 64) | u128::from(low)).to_be_bytes();
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+/// Steele, Lea and Flood's SplitMix64: every state gives a distinct, well-mixed output.
+fn splitmix64(state: &Cell<u64>) -> u64 {
+    let next = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+    state.set(next);
+    let mut z = next;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
 
 pub fn init(format: LogFormat, level: LogLevel) {
     let level = match level {
@@ -82,6 +111,22 @@ pub fn short_path(path: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn request_ids_are_distinct_version_4_uuids() {
+        let ids: std::collections::HashSet<String> =
+            (0..10_000).map(|_| super::new_request_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(100) {
+            let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
+            assert_eq!(parsed.get_version_num(), 4);
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+        }
+        let other_thread = std::thread::spawn(super::new_request_id)
+            .join()
+            .expect("the thread ends");
+        assert!(!ids.contains(&other_thread));
+    }
     use super::*;
 
     #[test]

@@ -542,7 +542,7 @@ fn ensure_client_request_id(headers: &mut HeaderMap) -> String {
     {
         return id.to_owned();
     }
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = crate::telemetry::new_request_id();
     if let Ok(value) = HeaderValue::from_str(&id) {
         headers.insert(CLIENT_REQUEST_ID, value);
     }
