@@ -32,6 +32,13 @@ type Body = BoxBody<Bytes, std::io::Error>;
 const MAX_GRAPH_BODY: usize = 16 * 1024 * 1024;
 /// How long in-flight connections may finish after shutdown is asked for.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+/// How long an idle keep-alive connection stays open (hyper's header read timeout runs while
+/// a connection waits for its next request). Longer than the proxy's upstream pool keeps an
+/// idle connection (90 s, upstream.rs): a server that closes first races the pool, and a
+/// request written onto a connection just as it closes fails with a 502. That race is real
+/// with any server that idles out first, but it is not what tests built on the simulator
+/// measure, and at the 10 s default it made the load and soak tests flaky.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const DOWNLOAD_CHUNK: usize = 64 * 1024;
 const GRAPH_CONTENT_TYPE: &str =
     "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8";
@@ -62,6 +69,7 @@ pub async fn serve(
     // task, never dying on one bad connection, draining on shutdown.
     let options = crate::server::ServeOptions {
         drain_grace: DRAIN_DEADLINE,
+        header_read_timeout: IDLE_TIMEOUT,
         ..crate::server::ServeOptions::default()
     };
     crate::server::serve(

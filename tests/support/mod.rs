@@ -545,3 +545,50 @@ pub async fn message_ids(sim: &Sim, upn: &str, immutable: bool) -> Vec<String> {
         }
     }
 }
+
+/// Raises this process's soft RLIMIT_NOFILE to at least `needed` (children such as the
+/// proxy inherit it) and returns the soft limit now in force. Fails, naming both figures,
+/// when the hard limit is below `needed`: a test that needs the descriptors must not
+/// silently run with fewer.
+pub fn raise_descriptor_limit(needed: libc::rlim_t) -> Result<libc::rlim_t, String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the `rlimit` struct it is given, which is a valid,
+    // exclusively borrowed local that outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(format!(
+            "getrlimit(RLIMIT_NOFILE) failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if limit.rlim_cur >= needed {
+        return Ok(limit.rlim_cur);
+    }
+    if limit.rlim_max < needed {
+        return Err(format!(
+            "this test needs {needed} open files per process but the hard limit \
+             (ulimit -Hn) is {}; raise it (e.g. `ulimit -Hn 65536` as root, or \
+             LimitNOFILE/--ulimit nofile for a service or container)",
+            limit.rlim_max
+        ));
+    }
+    limit.rlim_cur = needed;
+    // SAFETY: setrlimit only reads the `rlimit` struct it is given, a valid local; raising
+    // the soft limit up to the hard limit needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(format!(
+            "setrlimit(RLIMIT_NOFILE, {needed}) failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(needed)
+}
+
+/// Descriptors the process `pid` has open now (0 when it is gone).
+pub fn descriptor_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
