@@ -260,7 +260,9 @@ async fn assert_back_to(proxy: &ProxyProcess, ports: Ports, baseline: Descriptor
 async fn ten_thousand_keep_alive_connections_held_at_once_all_get_200_and_give_back_their_descriptors(
 ) {
     let limit = raise_descriptor_limit(DESCRIPTORS_NEEDED).unwrap_or_else(|why| panic!("{why}"));
-    let sim = Sim::start().await;
+    // Idle upstream connections outlive the proxy's 90 s pool (see the simulator's
+    // `serve_with_idle_timeout`).
+    let sim = Sim::start_with_idle_timeout(Duration::from_secs(120)).await;
     let proxy = ProxyProcess::start(&load_config(&sim.url));
     let host = proxy.url.trim_start_matches("http://").to_owned();
     let ports = Ports {

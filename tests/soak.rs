@@ -594,7 +594,9 @@ async fn mixed_traffic_for_the_whole_run_loses_no_request_and_reports_memory_and
         String::from_utf8_lossy(&made.stderr)
     );
     let store = TempDir::new("soak-store");
-    let sim = Sim::start().await;
+    // Idle upstream connections outlive the proxy's 90 s pool (see the simulator's
+    // `serve_with_idle_timeout`).
+    let sim = Sim::start_with_idle_timeout(Duration::from_secs(120)).await;
     // Contoso's limits cannot trigger; Fabrikam's are tiny. A small ID cache fills during
     // warm-up, so that a flat line afterwards means nothing else grows.
     let config = config_for(

@@ -86,6 +86,34 @@ impl Sim {
         }
     }
 
+    /// A plain-HTTP simulator that keeps idle keep-alive connections for `idle` instead of
+    /// 10 s (see `sim::server::serve_with_idle_timeout`): longer than the proxy's 90 s pool,
+    /// so long runs never race a connection the simulator is closing.
+    pub async fn start_with_idle_timeout(idle: std::time::Duration) -> Sim {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sim");
+        let addr = listener.local_addr().expect("sim addr");
+        let state = Simulator::new();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(sim::server::serve_with_idle_timeout(
+            state.clone(),
+            listener,
+            None,
+            idle,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Sim {
+            addr,
+            url: format!("http://{addr}"),
+            state,
+            control: HttpClient::h1(),
+            stop: Some(stop),
+        }
+    }
+
     /// What the simulator received, newest last.
     pub async fn requests(&self) -> Vec<Value> {
         let (status, _, body) = self
