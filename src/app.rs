@@ -216,6 +216,7 @@ impl App {
         let options = ServeOptions {
             header_read_timeout: self.config.listen.header_read_timeout,
             max_connections: self.config.listen.max_connections.get(),
+            open_connections: Some(self.metrics.client_connections.clone()),
             ..ServeOptions::default()
         };
         let proxy = self.proxy.clone();

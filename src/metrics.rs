@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Latency buckets in seconds: fine below 10 ms where the proxy's own cost lives, coarse
@@ -30,7 +31,7 @@ impl Counter {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Gauge(AtomicI64);
 
 impl Gauge {
@@ -176,6 +177,10 @@ pub struct Metrics {
     pub limiter_keys: Gauge,
     pub redis_fallback: Counter,
     pub redis_up: Gauge,
+    /// Client connections open on the proxy and forward-proxy listeners (a CONNECT stops
+    /// counting once its tunnel is up). Shared with the accept loops, which know nothing
+    /// else of `Metrics`.
+    pub client_connections: Arc<Gauge>,
 }
 
 impl Default for Metrics {
@@ -206,6 +211,7 @@ impl Metrics {
             limiter_keys: Gauge::default(),
             redis_fallback: Counter::default(),
             redis_up: Gauge::default(),
+            client_connections: Arc::new(Gauge::default()),
         }
     }
 
@@ -324,6 +330,12 @@ impl Metrics {
             "1 while the shared Redis backend answers.",
             &self.redis_up,
         );
+        gauge(
+            &mut out,
+            "idproxy_client_connections",
+            "Client connections open now on the proxy and forward-proxy listeners (a CONNECT tunnel counts until it is established).",
+            &self.client_connections,
+        );
         out
     }
 }
@@ -367,6 +379,14 @@ mod tests {
         let text = m.render();
         assert!(text.contains("idproxy_tunnels_total{kind=\"intercepted\"} 1"));
         assert!(!text.contains("somebody"));
+    }
+
+    #[test]
+    fn the_client_connection_gauge_is_exported_with_its_value() {
+        let m = Metrics::new();
+        m.client_connections.add(3);
+        m.client_connections.add(-1);
+        assert!(m.render().contains("\nidproxy_client_connections 2\n"));
     }
 
     #[test]

@@ -24,6 +24,8 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::metrics::Gauge;
+
 /// How long in-flight requests may take to finish once shutdown starts.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(30);
 
@@ -34,6 +36,9 @@ pub struct ServeOptions {
     /// Beyond this many open connections, new ones wait in the kernel's backlog.
     pub max_connections: usize,
     pub drain_grace: Duration,
+    /// Raised for each accepted connection while it is open (`idproxy_client_connections`);
+    /// `None` for listeners whose connections are not counted (admin, simulator).
+    pub open_connections: Option<Arc<Gauge>>,
 }
 
 impl Default for ServeOptions {
@@ -42,7 +47,25 @@ impl Default for ServeOptions {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             drain_grace: DRAIN_GRACE,
+            open_connections: None,
         }
+    }
+}
+
+/// One open connection in the gauge, counted out when the connection's task ends however it
+/// ends (closed, reset, failed handshake, dropped at shutdown).
+struct OpenConnection(Arc<Gauge>);
+
+impl OpenConnection {
+    fn new(gauge: Arc<Gauge>) -> OpenConnection {
+        gauge.add(1);
+        OpenConnection(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.add(-1);
     }
 }
 
@@ -99,6 +122,7 @@ pub async fn serve<H, F, B>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let counted = options.open_connections.clone().map(OpenConnection::new);
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let tls = tls.clone();
@@ -123,6 +147,7 @@ pub async fn serve<H, F, B>(
                 tokio::spawn(
                     async move {
                         let _permit = permit;
+                        let _counted = counted;
                         let conn = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
@@ -135,6 +160,7 @@ pub async fn serve<H, F, B>(
                 tokio::spawn(
                     async move {
                         let _permit = permit;
+                        let _counted = counted;
                         let handshake =
                             tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
                         let stream = match handshake {

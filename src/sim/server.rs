@@ -51,17 +51,35 @@ const fn download_pattern() -> [u8; DOWNLOAD_CHUNK] {
 
 /// Serves the simulator on an already bound listener until `shutdown` completes, then lets
 /// open connections finish (up to a few seconds). With `tls`, the acceptor's ALPN list
-/// decides between h2 and HTTP/1.1; without, both are detected from the first bytes.
+/// decides between h2 and HTTP/1.1; without, both are detected from the first bytes. Idle
+/// keep-alive connections are closed after the listener's default 10 s.
 pub async fn serve(
     sim: Arc<Simulator>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let idle = crate::server::ServeOptions::default().header_read_timeout;
+    serve_with_idle_timeout(sim, listener, tls, idle, shutdown).await
+}
+
+/// `serve`, closing an idle keep-alive connection after `idle` (hyper's header read timeout
+/// runs while a connection waits for its next request). The load and soak tests keep
+/// connections longer than the proxy's upstream pool does (90 s): a server that idles out
+/// first races the pool, and a request written onto a connection just as the server closes
+/// it fails. That race is real with any such server, but it is not what those tests measure.
+pub async fn serve_with_idle_timeout(
+    sim: Arc<Simulator>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    idle: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     // The product's own listener loop: HTTP/1.1 and h2, TLS handshakes in the connection
     // task, never dying on one bad connection, draining on shutdown.
     let options = crate::server::ServeOptions {
         drain_grace: DRAIN_DEADLINE,
+        header_read_timeout: idle,
         ..crate::server::ServeOptions::default()
     };
     crate::server::serve(

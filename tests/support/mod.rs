@@ -86,6 +86,34 @@ impl Sim {
         }
     }
 
+    /// A plain-HTTP simulator that keeps idle keep-alive connections for `idle` instead of
+    /// 10 s (see `sim::server::serve_with_idle_timeout`): longer than the proxy's 90 s pool,
+    /// so long runs never race a connection the simulator is closing.
+    pub async fn start_with_idle_timeout(idle: std::time::Duration) -> Sim {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sim");
+        let addr = listener.local_addr().expect("sim addr");
+        let state = Simulator::new();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(sim::server::serve_with_idle_timeout(
+            state.clone(),
+            listener,
+            None,
+            idle,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Sim {
+            addr,
+            url: format!("http://{addr}"),
+            state,
+            control: HttpClient::h1(),
+            stop: Some(stop),
+        }
+    }
+
     /// What the simulator received, newest last.
     pub async fn requests(&self) -> Vec<Value> {
         let (status, _, body) = self
@@ -544,4 +572,51 @@ pub async fn message_ids(sim: &Sim, upn: &str, immutable: bool) -> Vec<String> {
             return ids;
         }
     }
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to at least `needed` (children such as the
+/// proxy inherit it) and returns the soft limit now in force. Fails, naming both figures,
+/// when the hard limit is below `needed`: a test that needs the descriptors must not
+/// silently run with fewer.
+pub fn raise_descriptor_limit(needed: libc::rlim_t) -> Result<libc::rlim_t, String> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the `rlimit` struct it is given, which is a valid,
+    // exclusively borrowed local that outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(format!(
+            "getrlimit(RLIMIT_NOFILE) failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if limit.rlim_cur >= needed {
+        return Ok(limit.rlim_cur);
+    }
+    if limit.rlim_max < needed {
+        return Err(format!(
+            "this test needs {needed} open files per process but the hard limit \
+             (ulimit -Hn) is {}; raise it (e.g. `ulimit -Hn 65536` as root, or \
+             LimitNOFILE/--ulimit nofile for a service or container)",
+            limit.rlim_max
+        ));
+    }
+    limit.rlim_cur = needed;
+    // SAFETY: setrlimit only reads the `rlimit` struct it is given, a valid local; raising
+    // the soft limit up to the hard limit needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(format!(
+            "setrlimit(RLIMIT_NOFILE, {needed}) failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(needed)
+}
+
+/// Descriptors the process `pid` has open now (0 when it is gone).
+pub fn descriptor_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
