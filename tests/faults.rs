@@ -103,6 +103,73 @@ async fn graph_faults_each_have_a_defined_answer_and_leak_nothing() {
 }
 
 #[tokio::test]
+async fn an_idempotent_request_on_a_connection_graph_closed_is_sent_again_and_a_post_is_not() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // Every connection answers its first request and closes when its second one arrives:
+    // what a keep-alive connection looks like when Graph closes it just as it is reused.
+    let heads = Arc::new(AtomicUsize::new(0));
+    let posts = Arc::new(AtomicUsize::new(0));
+    let (seen, seen_posts) = (heads.clone(), posts.clone());
+    let graph = bad_graph(move |mut s| {
+        let (seen, seen_posts) = (seen.clone(), seen_posts.clone());
+        async move {
+            for request in 0.. {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                if head.starts_with(b"POST") {
+                    seen_posts.fetch_add(1, Ordering::SeqCst);
+                }
+                if request == 1 {
+                    return;
+                }
+                let body = b"{\"ok\":true}";
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.write_all(body).await;
+            }
+        }
+    })
+    .await;
+    let proxy = ProxyProcess::start(&config_for(&graph, "[upstream]\nmax_retries = 0\n"));
+    let client = HttpClient::h1();
+    let url = format!("{}/v1.0/me/messages", proxy.url);
+    assert_eq!(get(&client, &url).await.0, 200);
+    // The second GET goes out on the pooled connection, which closes under it.
+    assert_eq!(
+        get(&client, &url).await.0,
+        200,
+        "sent again on a new connection"
+    );
+    assert_eq!(heads.load(Ordering::SeqCst), 3);
+    // A POST on the same kind of connection cannot be sent twice: Graph may have acted on it.
+    let post = Request::post(&url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{\"subject\":\"x\"}")))
+        .unwrap();
+    let (status, _, body) = client.send(post).await;
+    assert_eq!(status.as_u16(), 502);
+    let error: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!(error["error"]["code"], "BadGateway");
+    assert_eq!(
+        posts.load(Ordering::SeqCst),
+        1,
+        "the POST reached Graph once"
+    );
+    assert_eq!(heads.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
 async fn a_graph_reset_mid_body_ends_the_clients_body_with_an_error_not_a_clean_end() {
     let upstream = bad_graph(|mut s| async move {
         read_head(&mut s).await;

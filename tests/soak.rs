@@ -595,7 +595,8 @@ async fn mixed_traffic_for_the_whole_run_loses_no_request_and_reports_memory_and
     );
     let store = TempDir::new("soak-store");
     // Idle upstream connections outlive the proxy's 90 s pool (see the simulator's
-    // `serve_with_idle_timeout`).
+    // `serve_with_idle_timeout`). GETs would survive the race (the proxy sends them again),
+    // but the soak's POSTs ($batch, moves) cannot be sent twice.
     let sim = Sim::start_with_idle_timeout(Duration::from_secs(120)).await;
     // Contoso's limits cannot trigger; Fabrikam's are tiny. A small ID cache fills during
     // warm-up, so that a flat line afterwards means nothing else grows.

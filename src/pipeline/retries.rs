@@ -3,7 +3,10 @@
 //! smaller batch and merged back.
 //!
 //! Never retried: a request whose body streamed through (it cannot be replayed), or one the
-//! app or its SDK already retries (no 3 x 3 amplification). Comes after `forward` has
+//! app or its SDK already retries (no 3 x 3 amplification). Apart from those rules, an
+//! idempotent request whose connection broke before any answer (Graph closed a pooled
+//! keep-alive connection as it was reused) is sent again on a new connection, at most
+//! `MAX_RESENDS_AFTER_CLOSE` times. Comes after `forward` has
 //! prepared the head; each attempt gets a fresh copy of it.
 
 use std::hash::{BuildHasher, Hasher};
@@ -20,6 +23,11 @@ use crate::body::{collect_limited, Collected, ProxyBody};
 use crate::errors::ProxyError;
 use crate::identity::Identity;
 use crate::retry::{self, RETRY_ATTEMPT};
+
+/// How often an idempotent request is sent again after its connection broke before any
+/// answer (a pooled connection that Graph closed as we reused it); more than one, because
+/// Graph may close several idle connections of the pool at once.
+const MAX_RESENDS_AFTER_CLOSE: u32 = 2;
 
 impl Proxy {
     /// Sends the request, and sends it again while Graph answers 429/503/504 and the rules
@@ -47,6 +55,7 @@ impl Proxy {
             && !retry::client_retries_itself(&parts.headers)
             && (batch || retry::is_replayable_method(&parts.method));
         let mut attempt = 0;
+        let mut resent_after_close = 0;
         let response = loop {
             attempt += 1;
             exchange.attempts = attempt;
@@ -54,7 +63,24 @@ impl Proxy {
                 clone_head(parts, Some(bytes.len()), attempt),
                 ProxyBody::full(bytes.clone()),
             );
-            let response = self.upstream.send(request, &self.metrics).await?;
+            let response = match self.upstream.send(request, &self.metrics).await {
+                Ok(response) => response,
+                Err(ProxyError::Upstream(e))
+                    if !e.is_connect()
+                        && resent_after_close < MAX_RESENDS_AFTER_CLOSE
+                        && retry::is_replayable_method(&parts.method) =>
+                {
+                    // A kept-alive connection that Graph closed just as we reused it: the
+                    // request never got an answer, and an idempotent one is simply sent
+                    // again on a new connection (not a Graph retry: no attempt is counted).
+                    debug!(error = %e, "the upstream connection closed under the request; sending it again");
+                    resent_after_close += 1;
+                    attempt -= 1;
+                    self.metrics.upstream_retries.inc();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             self.penalize_if_throttled(identity, &response);
             let status = response.status().as_u16();
             if !(may_retry && retry::is_retryable_status(status) && attempt <= self.max_retries) {
