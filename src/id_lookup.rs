@@ -822,12 +822,12 @@ impl Drop for Running {
                 // The runtime is shutting down: dropping the batch wakes its waiters with
                 // `Abandoned`.
                 if let Next::Run(batch) = next {
-                    let mut pending = lock(&self.inner.pending);
-                    for (id, _) in &batch.ids {
-                        pending
-                            .in_flight
-                            .remove(&(self.key.tenant.clone(), id.clone()));
-                    }
+                    // Dropping a Flight forgets its IDs, as for a call that ended abnormally.
+                    drop(Flight {
+                        inner: Arc::clone(&self.inner),
+                        tenant: self.key.tenant.clone(),
+                        slots: batch.ids,
+                    });
                 }
                 return;
             }

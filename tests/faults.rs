@@ -42,18 +42,12 @@ async fn read_head(stream: &mut TcpStream) {
     }
 }
 
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 /// Waits until the proxy's descriptor count is back to `baseline` (closing is asynchronous;
 /// the wait is bounded by a generous deadline so a leak fails instead of hanging).
 async fn assert_fds_back_to(proxy: &ProxyProcess, baseline: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let now = open_fds(proxy.pid());
+        let now = descriptor_count(proxy.pid());
         if now <= baseline {
             return;
         }
@@ -90,7 +84,7 @@ async fn graph_faults_each_have_a_defined_answer_and_leak_nothing() {
         let proxy = ProxyProcess::start(&config_for(&upstream, "[upstream]\nmax_retries = 0\n"));
         let client = HttpClient::h1();
         let (status, _) = get(&client, &format!("{}/v1.0/me", proxy.url)).await;
-        let baseline = open_fds(proxy.pid());
+        let baseline = descriptor_count(proxy.pid());
         for _ in 0..5 {
             let (status, error) = get(&client, &format!("{}/v1.0/me", proxy.url)).await;
             assert_eq!(status, expected);
@@ -242,7 +236,7 @@ async fn client_faults_each_have_a_defined_outcome_and_leak_nothing() {
     let client = HttpClient::h1();
     let (status, _, _) = client.get(&format!("{}/healthz", proxy.admin)).await;
     assert_eq!(status, 200);
-    let baseline = open_fds(proxy.pid());
+    let baseline = descriptor_count(proxy.pid());
 
     // Headers that never finish: closed after header_read_timeout_ms.
     let mut slow = TcpStream::connect(&addr).await.unwrap();
@@ -340,7 +334,7 @@ async fn garbage_instead_of_a_tls_handshake_does_not_disturb_the_tls_listener() 
     );
     let proxy = ProxyProcess::start(&config);
     let addr = proxy.url.trim_start_matches("https://").to_owned();
-    let baseline = open_fds(proxy.pid());
+    let baseline = descriptor_count(proxy.pid());
     for _ in 0..10 {
         let mut s = TcpStream::connect(&addr).await.unwrap();
         let _ = s
