@@ -11,7 +11,9 @@
 #
 # Usage: benches/load.sh            (from anywhere; builds the release binary if missing)
 # Knobs: BENCH_SECONDS (per round, default 5), BENCH_ROUNDS (default 3),
-#        BENCH_CONNECTIONS (HTTP/1.1 connections, default 32), CARGO_TARGET_DIR.
+#        BENCH_CONNECTIONS (HTTP/1.1 connections, default 32), CARGO_TARGET_DIR,
+#        BENCH_ONLY (an extended regex: only the scenarios whose name matches run, e.g.
+#        BENCH_ONLY='POST' for the rewrite path; the report shows "-" for the others).
 # Every process it starts is stopped by its PID on exit; each load run is bounded by timeout.
 set -euo pipefail
 
@@ -337,6 +339,7 @@ stat() { awk -F'\t' -v s="$1" -v t="$2" -v c="$3" '$1 == s && $2 == t {print $c}
 # scenario NAME LISTENER PROTO PATH RATE TARGETS... -- h2load args: rounds alternate targets.
 scenario() {
   local name=$1 listener=$2 proto=$3 path=$4 rate=$5; shift 5
+  if [ -n "${BENCH_ONLY:-}" ] && ! grep -Eq -- "$BENCH_ONLY" <<<"$name"; then return 0; fi
   local targets=() round target
   while [ $# -gt 0 ] && [ "$1" != -- ]; do targets+=("$1"); shift; done
   [ $# -gt 0 ] && shift
@@ -365,6 +368,7 @@ log "latency at half of our peak rate"
 for s in "h1 plain 1KiB|plain|h1" "h2c plain 1KiB|h2c|h2" "h1 TLS 1KiB|tls|h1" "h2 TLS 1KiB|tls|h2"; do
   IFS='|' read -r name listener proto <<<"$s"
   half=$(stat "$name" ours 3 | awk '{printf "%d", $1 / 2}')
+  [ "$half" -gt 0 ] || continue
   scenario "$name @half" "$listener" "$proto" "$SMALL" "$half" direct nginx ours -- -H "$AUTH"
 done
 

@@ -68,6 +68,8 @@ pub struct Bound {
     pub admin: TcpListener,
     /// Bound only when `forward_proxy.enabled`.
     pub forward: Option<TcpListener>,
+    /// Started with the listeners, so the proxy is whole once it says where it listens.
+    pub workers: server::Workers,
 }
 
 impl Bound {
@@ -148,6 +150,7 @@ impl App {
                 Some(_) => Some(bind("forward_proxy.addr", self.config.forward_proxy.addr).await?),
                 None => None,
             },
+            workers: server::Workers::start().await,
         };
         // `listen.addr` on port 0 (tests, `demo`): a public URL derived from it would say
         // port 0, so it takes the port the kernel chose.
@@ -249,7 +252,8 @@ impl App {
         };
         admin.ready.store(true, Ordering::Release);
         info!("ready");
-        server::serve(
+        server::serve_workers(
+            bound.workers,
             bound.proxy,
             self.tls.clone(),
             move |req, _peer| proxy.clone().handle(req, Route::Reverse),

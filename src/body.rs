@@ -113,20 +113,105 @@ pub async fn collect_limited(mut body: ProxyBody, limit: usize) -> Result<Collec
         ProxyBody::Full(None) => return Ok(Collected::Whole(Bytes::new())),
         _ => {}
     }
+    // A body that arrives in one frame (most small ones) is kept as it came, uncopied.
+    let mut first: Option<Bytes> = None;
     let mut buffer = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame?;
-        if let Ok(data) = frame.into_data() {
-            buffer.extend_from_slice(&data);
-            if buffer.len() > limit {
-                return Ok(Collected::TooLarge(ProxyBody::Prefixed(
-                    Some(buffer.freeze()),
-                    Box::new(body),
-                )));
+        let Ok(data) = frame.into_data() else {
+            // Trailers are dropped on buffered bodies: Graph uses none, and a rewritten
+            // body is sent with a Content-Length.
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let held = match first.take() {
+            None if buffer.is_empty() => {
+                first = Some(data);
+                first.as_ref().map_or(0, Bytes::len)
+            }
+            earlier => {
+                if let Some(earlier) = earlier {
+                    buffer.reserve(earlier.len() + data.len());
+                    buffer.extend_from_slice(&earlier);
+                }
+                buffer.extend_from_slice(&data);
+                buffer.len()
+            }
+        };
+        if held > limit {
+            let prefix = first.take().unwrap_or_else(|| buffer.split().freeze());
+            return Ok(Collected::TooLarge(ProxyBody::Prefixed(
+                Some(prefix),
+                Box::new(body),
+            )));
+        }
+    }
+    Ok(Collected::Whole(first.unwrap_or_else(|| buffer.freeze())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that arrives as these frames, in order.
+    fn frames(parts: &[&'static [u8]]) -> ProxyBody {
+        parts.iter().rev().fold(ProxyBody::Empty, |rest, part| {
+            ProxyBody::Prefixed(Some(Bytes::from_static(part)), Box::new(rest))
+        })
+    }
+
+    async fn read_all(body: ProxyBody) -> Vec<u8> {
+        match body.collect().await {
+            Ok(collected) => collected.to_bytes().to_vec(),
+            Err(e) => panic!("an in-memory body failed: {e}"),
+        }
+    }
+
+    async fn whole(body: ProxyBody, limit: usize) -> Option<Bytes> {
+        match collect_limited(body, limit).await {
+            Ok(Collected::Whole(bytes)) => Some(bytes),
+            Ok(Collected::TooLarge(_)) => None,
+            Err(e) => panic!("an in-memory body failed: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_frame_is_kept_without_a_copy() {
+        let data = Bytes::from_static(b"{\"id\":\"AAMk\"}");
+        let body = ProxyBody::Prefixed(Some(data.clone()), Box::new(ProxyBody::Empty));
+        let got = whole(body, 1024).await.unwrap();
+        assert_eq!(got, data);
+        // The same allocation: a static slice handed through, not copied.
+        assert_eq!(got.as_ptr(), data.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn frames_are_joined_in_order_and_empty_ones_skipped() {
+        let body = frames(&[b"{\"a\":", b"", b"[1,", b"2]}"]);
+        assert_eq!(whole(body, 1024).await.unwrap(), &b"{\"a\":[1,2]}"[..]);
+        assert_eq!(whole(frames(&[]), 1024).await.unwrap(), Bytes::new());
+        // Exactly at the limit is still whole.
+        assert_eq!(
+            whole(frames(&[b"abc", b"de"]), 5).await.unwrap(),
+            &b"abcde"[..]
+        );
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_every_byte_is_still_sent_once() {
+        for parts in [
+            &[&b"0123456789"[..]][..],
+            &[b"0123", b"4567", b"89"],
+            &[b"01", b"23456789"],
+        ] {
+            match collect_limited(frames(parts), 5).await {
+                Ok(Collected::TooLarge(rest)) => {
+                    assert_eq!(read_all(rest).await, b"0123456789", "{parts:?}");
+                }
+                _ => panic!("{parts:?}: a 10-byte body passed a 5-byte limit"),
             }
         }
-        // Trailers are dropped on buffered bodies: Graph uses none, and a rewritten body is
-        // sent with a Content-Length.
     }
-    Ok(Collected::Whole(buffer.freeze()))
 }

@@ -49,7 +49,7 @@
 //! IDs only).
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -62,6 +62,7 @@ use tokio::sync::watch;
 use crate::config;
 use crate::errors::ProxyError;
 use crate::exchange_id::{self, IdFormat};
+use crate::hashing;
 use crate::id_rewrite::Candidate;
 use crate::id_store::{IdStore, Lookup};
 use crate::metrics::Metrics;
@@ -266,11 +267,12 @@ impl IdLookup {
         &self,
         caller: &Caller,
         candidates: &[Candidate],
-    ) -> Result<HashMap<String, String>, LookupError> {
+    ) -> Result<hashing::Map<String, String>, LookupError> {
         let metrics = &self.inner.metrics;
-        let mut found = HashMap::new();
+        let mut found =
+            hashing::Map::with_capacity_and_hasher(candidates.len(), Default::default());
         let mut misses = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = hashing::Set::with_capacity_and_hasher(candidates.len(), Default::default());
         for candidate in candidates {
             if !seen.insert(candidate.lookup.as_str()) || !is_source_type(candidate) {
                 continue;

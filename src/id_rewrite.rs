@@ -18,7 +18,7 @@
 //!   (`[A-Za-z0-9_=+/-]`, at most 700 characters) is ignored, so a damaged store entry can
 //!   never inject a quote or a separator into a path or a `$filter`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ops::Range;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use crate::config::SourceType;
 use crate::exchange_id::{self, IdFormat};
+use crate::hashing;
 use crate::json_scan::{self, ScanError};
 
 /// An ID written into a URL keeps only RFC 3986 unreserved characters raw, so `=` becomes
@@ -265,7 +266,7 @@ fn scan_strings(
     response_keys_only: bool,
 ) -> Result<JsonIds, ScanError> {
     let mut ids = JsonIds::default();
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut index: hashing::Map<String, usize> = hashing::Map::default();
     json_scan::visit_strings(body, |context, text, span| {
         if response_keys_only && !is_response_id_key(context.key) {
             return;

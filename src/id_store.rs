@@ -28,7 +28,6 @@
 //! favours evicts a little before `cache_capacity` entries are reached in all.
 
 use std::fs::OpenOptions;
-use std::hash::RandomState;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +37,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadableDatabase, TableDefinition, TableError};
 
 use crate::config;
+use crate::hashing;
 use crate::metrics::Metrics;
 use cache::{entry_hash, ProbeKey, Shard, Value};
 use compact::compact_into;
@@ -175,7 +175,7 @@ pub enum ImportError {
 pub struct IdStore {
     shards: Box<[Mutex<Shard>]>,
     /// Keyed per process, so nobody can pick IDs that collide in the index.
-    hasher: RandomState,
+    hasher: hashing::State,
     negative_ttl: Duration,
     /// Negative entries store their deadline as milliseconds since this instant.
     epoch: Instant,
@@ -251,7 +251,7 @@ impl IdStore {
             .collect();
         IdStore {
             shards,
-            hasher: RandomState::new(),
+            hasher: hashing::State::default(),
             negative_ttl,
             epoch: Instant::now(),
             disk: None,

@@ -52,6 +52,7 @@ pub mod errors;
 pub mod exchange_id;
 pub mod forward;
 pub mod forward_proxy;
+pub mod hashing;
 pub mod id_lookup;
 pub mod id_rewrite;
 #[cfg(test)]

@@ -103,6 +103,20 @@ impl LinkRewriter {
         http::HeaderValue::from_str(&rewritten).ok()
     }
 
+    /// False when `rewrite_json` cannot change `body`: it holds none of the link
+    /// annotations, no `"headers"` key and no `\u` escape that could spell either. A
+    /// byte search, so answers that carry no links skip the JSON scan.
+    pub fn may_rewrite(body: &[u8]) -> bool {
+        [
+            &b"@odata.nextLink"[..],
+            b"@odata.deltaLink",
+            b"\"headers\"",
+            b"\\u",
+        ]
+        .iter()
+        .any(|needle| memchr::memmem::find(body, needle).is_some())
+    }
+
     /// Rewrites paging annotations anywhere in the body (so also inside `$batch`
     /// sub-responses) and `Location` / `Content-Location` inside a `headers` object
     /// (batch sub-response headers). `Ok(None)`: nothing changed; `Err`: not JSON.
@@ -181,6 +195,59 @@ mod tests {
 
     fn rewriter(upstream: &str, public: &str) -> LinkRewriter {
         LinkRewriter::new(&origin(upstream), &origin(public)).unwrap()
+    }
+
+    #[test]
+    fn bodies_without_link_keys_are_known_unchanged_without_a_scan() {
+        let rewriter = graph_to_local();
+        let plain = br#"{"id":"AAMk","subject":"https://graph.microsoft.com/v1.0/me"}"#;
+        assert!(!LinkRewriter::may_rewrite(plain));
+        assert_eq!(rewriter.rewrite_json(plain), Ok(None));
+        for body in [
+            &br#"{"@odata.nextLink":"https://graph.microsoft.com/v1.0/me/messages?$skip=10"}"#[..],
+            br#"{"value":[],"@odata.deltaLink":"https://graph.microsoft.com/v1.0/x"}"#,
+            br#"{"responses":[{"headers":{"Location":"https://graph.microsoft.com/v1.0/x"}}]}"#,
+            // An escape may spell the key: the byte search cannot tell, so it says maybe.
+            br#"{"\u0040odata.nextLink":"https://graph.microsoft.com/v1.0/x"}"#,
+        ] {
+            assert!(
+                LinkRewriter::may_rewrite(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(rewriter.rewrite_json(body).unwrap().is_some());
+        }
+    }
+
+    proptest::proptest! {
+        /// `may_rewrite` false means `rewrite_json` changes nothing.
+        #[test]
+        fn no_link_keys_means_no_rewrite(
+            keys in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[a-zA-Z@.]{1,20}",
+                    proptest::sample::select(vec![
+                        "@odata.nextLink".to_owned(),
+                        "members@odata.deltaLink".to_owned(),
+                        "@odata.NextLink".to_owned(),
+                        "Location".to_owned(),
+                    ]),
+                ],
+                0..6,
+            ),
+        ) {
+            let rewriter = graph_to_local();
+            let fields: Vec<String> = keys
+                .iter()
+                .map(|k| format!("\"{k}\":\"https://graph.microsoft.com/v1.0/me\""))
+                .collect();
+            let body = format!("{{{}}}", fields.join(","));
+            let rewritten = rewriter.rewrite_json(body.as_bytes());
+            proptest::prop_assert!(rewritten.is_ok());
+            if !LinkRewriter::may_rewrite(body.as_bytes()) {
+                proptest::prop_assert_eq!(rewritten, Ok(None));
+            }
+        }
     }
 
     fn graph_to_local() -> LinkRewriter {

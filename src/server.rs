@@ -6,9 +6,13 @@
 //! connection's own task under a deadline, so a slow or garbage handshake holds up nobody.
 //! The service is handed already-bound listeners: tests bind 127.0.0.1:0 and read the port.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +23,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn, Instrument};
 
@@ -77,7 +81,7 @@ pub struct Peer {
 }
 
 /// Serves `handler` on `listener` until `shutdown` resolves, then stops accepting and gives
-/// in-flight requests `drain_grace` to finish.
+/// in-flight requests `drain_grace` to finish. Connections run on the calling runtime.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -90,20 +94,223 @@ pub async fn serve<H, F, B>(
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    tokio::pin!(shutdown);
+    let connections = Connections::new(tls, handler, &options);
+    accept_until(&listener, &options, shutdown, |accepted| {
+        connections.spawn(accepted)
+    })
+    .await;
+    drop(listener);
+    connections.drain(options.drain_grace).await;
+}
 
+thread_local! {
+    /// Which worker of `serve_workers` this thread is, if it is one.
+    static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// How many worker threads `serve_workers` starts: one per core this process may use.
+pub fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+/// The index (below `worker_count()`) of the `serve_workers` thread running this code, or
+/// `None` on any other thread. Lets a component keep per-worker state (the upstream pool)
+/// that no other thread touches.
+pub fn worker_index() -> Option<usize> {
+    WORKER.with(Cell::get)
+}
+
+/// Threads that each run their own single-threaded runtime, like nginx's worker
+/// processes: a connection and everything it starts (its requests, their upstream
+/// connections and timers) stay on one thread, so no request pays for waking or stealing
+/// work across threads. Started (runtimes built) before the proxy says it listens; each
+/// then runs the one job `serve_workers` gives it.
+pub struct Workers {
+    threads: Vec<WorkerThread>,
+}
+
+struct WorkerThread {
+    job: oneshot::Sender<Job>,
+    finished: oneshot::Receiver<()>,
+}
+
+/// Made on the worker's thread, so the future itself need not be `Send`.
+type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+impl Workers {
+    /// `worker_count()` threads with their runtimes built. A thread or runtime that cannot
+    /// start is logged and left out; with none, `serve_workers` serves from the caller's
+    /// runtime.
+    pub async fn start() -> Workers {
+        let mut threads = Vec::new();
+        for index in 0..worker_count() {
+            let (job, next_job) = oneshot::channel::<Job>();
+            let (done, finished) = oneshot::channel::<()>();
+            let (ready, is_ready) = oneshot::channel::<()>();
+            let started = std::thread::Builder::new()
+                .name(format!("idproxy-worker-{index}"))
+                .spawn(move || {
+                    WORKER.with(|w| w.set(Some(index)));
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            warn!(error = %e, worker = index, "cannot start a worker's runtime");
+                            return;
+                        }
+                    };
+                    let _ = ready.send(());
+                    runtime.block_on(async move {
+                        // Err: the pool was dropped unused.
+                        if let Ok(job) = next_job.await {
+                            job().await;
+                        }
+                    });
+                    // Ends what the drained connections left on this runtime (idle
+                    // upstream connections and their reaper) before saying so.
+                    drop(runtime);
+                    drop(done);
+                });
+            if let Err(e) = started {
+                warn!(error = %e, worker = index, "cannot start a worker thread");
+                continue;
+            }
+            // Err: the runtime could not be built (logged by the thread).
+            if is_ready.await.is_ok() {
+                threads.push(WorkerThread { job, finished });
+            }
+        }
+        Workers { threads }
+    }
+}
+
+/// One accepted connection on its way to a worker.
+struct Handoff {
+    accepted: Accepted,
+    /// The worker's count of open connections, lowered when this one ends.
+    load: LoadGuard,
+}
+
+/// As `serve`, but the connections run on `workers`. The calling runtime accepts and hands
+/// each connection to the worker with the fewest open ones, which keeps the cores evenly
+/// loaded even when all clients connect at once.
+pub async fn serve_workers<H, F, B>(
+    workers: Workers,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    handler: H,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut serving = Vec::new();
+    for (index, thread) in workers.threads.into_iter().enumerate() {
+        let (to_worker, mut handoffs) = mpsc::unbounded_channel::<Handoff>();
+        let (tls, handler, options) = (tls.clone(), handler.clone(), options.clone());
+        let job: Job = Box::new(move || {
+            Box::pin(async move {
+                let connections = Connections::new(tls, handler, &options);
+                while let Some(handoff) = handoffs.recv().await {
+                    connections.spawn_handed_off(handoff);
+                }
+                connections.drain(options.drain_grace).await;
+            })
+        });
+        if thread.job.send(job).is_err() {
+            warn!(
+                worker = index,
+                "a worker thread has ended; serving without it"
+            );
+            continue;
+        }
+        serving.push(Worker {
+            to_worker,
+            load: Arc::new(AtomicUsize::new(0)),
+            finished: thread.finished,
+        });
+    }
+    if serving.is_empty() {
+        warn!("no worker thread could start; serving from the main runtime");
+        return serve(listener, tls, handler, options, shutdown).await;
+    }
+
+    let mut next = 0;
+    accept_until(&listener, &options, shutdown, |accepted| {
+        // The least loaded worker; among equals, the one after the last chosen.
+        let n = serving.len();
+        let chosen = (0..n)
+            .map(|k| (next + k) % n)
+            .min_by_key(|&i| serving[i].load.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        next = (chosen + 1) % n;
+        let worker = &serving[chosen];
+        let handoff = Handoff {
+            accepted,
+            load: LoadGuard::new(worker.load.clone()),
+        };
+        if worker.to_worker.send(handoff).is_err() {
+            // The worker's thread is gone; dropping the handoff closes the connection.
+            warn!(worker = chosen, "a worker has stopped; connection closed");
+        }
+    })
+    .await;
+    drop(listener);
+    for worker in serving {
+        drop(worker.to_worker);
+        // Err: the worker's thread ended without saying so; finished either way.
+        let _ = worker.finished.await;
+    }
+}
+
+struct Worker {
+    to_worker: mpsc::UnboundedSender<Handoff>,
+    load: Arc<AtomicUsize>,
+    finished: oneshot::Receiver<()>,
+}
+
+/// One open connection in a worker's load count.
+struct LoadGuard(Arc<AtomicUsize>);
+
+impl LoadGuard {
+    fn new(load: Arc<AtomicUsize>) -> LoadGuard {
+        load.fetch_add(1, Ordering::Relaxed);
+        LoadGuard(load)
+    }
+}
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection accepted and counted, not yet served.
+struct Accepted {
+    stream: std::net::TcpStream,
+    addr: SocketAddr,
+    /// The connection's place in `max_connections`.
+    permit: OwnedSemaphorePermit,
+    counted: Option<OpenConnection>,
+}
+
+/// Accepts until `shutdown` resolves, passing each connection to `serve_one`. Waits for a
+/// free slot before accepting, so excess clients queue in the backlog instead of costing us
+/// memory.
+async fn accept_until(
+    listener: &TcpListener,
+    options: &ServeOptions,
+    shutdown: impl Future<Output = ()>,
+    mut serve_one: impl FnMut(Accepted),
+) {
+    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    tokio::pin!(shutdown);
     loop {
-        // Wait for a free slot before accepting, so excess clients queue in the backlog
-        // instead of costing us memory.
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
@@ -122,16 +329,86 @@ pub async fn serve<H, F, B>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let counted = options.open_connections.clone().map(OpenConnection::new);
-        let watcher = graceful.watcher();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let handler = handler.clone();
-        let handshake_timeout = options.header_read_timeout;
+        // Detached from this runtime's reactor: the connection may be served by another.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                debug!(error = %e, "accepted connection unusable");
+                continue;
+            }
+        };
+        serve_one(Accepted {
+            stream,
+            addr,
+            permit,
+            counted: options.open_connections.clone().map(OpenConnection::new),
+        });
+    }
+}
+
+/// Serves connections on the runtime it was made on, and drains them at the end.
+struct Connections<H> {
+    graceful: GracefulShutdown,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<TlsAcceptor>,
+    handler: H,
+    handshake_timeout: Duration,
+}
+
+impl<H, F, B> Connections<H>
+where
+    H: Fn(Request<Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn new(tls: Option<TlsAcceptor>, handler: H, options: &ServeOptions) -> Connections<H> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        Connections {
+            graceful: GracefulShutdown::new(),
+            builder: Arc::new(builder),
+            tls,
+            handler,
+            handshake_timeout: options.header_read_timeout,
+        }
+    }
+
+    fn spawn_handed_off(&self, handoff: Handoff) {
+        let Handoff { accepted, load } = handoff;
+        self.spawn_with(accepted, Some(load));
+    }
+
+    fn spawn(&self, accepted: Accepted) {
+        self.spawn_with(accepted, None);
+    }
+
+    fn spawn_with(&self, accepted: Accepted, load: Option<LoadGuard>) {
+        let Accepted {
+            stream,
+            addr,
+            permit,
+            counted,
+        } = accepted;
+        let stream = match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                debug!(error = %e, "cannot register an accepted connection");
+                return;
+            }
+        };
+        let watcher = self.graceful.watcher();
+        let builder = self.builder.clone();
+        let handler = self.handler.clone();
+        let handshake_timeout = self.handshake_timeout;
         let span = tracing::debug_span!("conn", peer = %addr);
         let peer = Peer {
             addr,
-            tls: tls.is_some(),
+            tls: self.tls.is_some(),
         };
         let service = service_fn(move |req| {
             // Boxed: hyper keeps room for one in-flight service future in every
@@ -142,12 +419,11 @@ pub async fn serve<H, F, B>(
         });
         // Two tasks of different types: a plain connection's task then has no room for
         // a TLS stream and its handshake.
-        match tls {
+        match self.tls.clone() {
             None => {
                 tokio::spawn(
                     async move {
-                        let _permit = permit;
-                        let _counted = counted;
+                        let _held = (permit, counted, load);
                         let conn = builder
                             .serve_connection_with_upgrades(TokioIo::new(stream), service)
                             .into_owned();
@@ -159,8 +435,7 @@ pub async fn serve<H, F, B>(
             Some(acceptor) => {
                 tokio::spawn(
                     async move {
-                        let _permit = permit;
-                        let _counted = counted;
+                        let _held = (permit, counted, load);
                         let handshake =
                             tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
                         let stream = match handshake {
@@ -185,16 +460,18 @@ pub async fn serve<H, F, B>(
         }
     }
 
-    drop(listener);
-    let open = graceful.count();
-    if open > 0 {
-        info!(connections = open, "draining");
-    }
-    if tokio::time::timeout(options.drain_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!(grace = ?options.drain_grace, "drain grace ran out; closing remaining connections");
+    /// Gives open connections `grace` to finish their requests, then closes the rest.
+    async fn drain(self, grace: Duration) {
+        let open = self.graceful.count();
+        if open > 0 {
+            info!(connections = open, "draining");
+        }
+        if tokio::time::timeout(grace, self.graceful.shutdown())
+            .await
+            .is_err()
+        {
+            warn!(?grace, "drain grace ran out; closing remaining connections");
+        }
     }
 }
 

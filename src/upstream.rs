@@ -1,6 +1,6 @@
 //! The pooled client that carries requests to Graph (or to whatever `upstream.url` names).
 //!
-//! One client per process: keep-alive connections are pooled per host, HTTPS is negotiated
+//! One pool per worker thread: keep-alive connections are pooled per host, HTTPS is negotiated
 //! with ALPN so Graph gets HTTP/2 when it offers it, and both timeouts of `[upstream]` apply.
 //! It knows nothing of the request's meaning; `forward.rs` builds what it sends.
 
@@ -16,12 +16,16 @@ use crate::body::ProxyBody;
 use crate::config;
 use crate::errors::ProxyError;
 use crate::metrics::Metrics;
+use crate::server;
 use crate::tls::{self, TlsError};
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 pub struct Upstream {
-    client: Client<Connector, ProxyBody>,
+    /// One pool per `serve_workers` thread (index + 1), so a worker's requests reuse the
+    /// connections its own runtime drives; `[0]` for every other thread (the forward proxy,
+    /// the ID lookup's background calls).
+    clients: Box<[Client<Connector, ProxyBody>]>,
     pub origin: config::Origin,
     request_timeout: Duration,
 }
@@ -38,13 +42,16 @@ impl Upstream {
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+            .pool_idle_timeout(Duration::from_secs(90));
+        let clients = (0..=server::worker_count())
+            .map(|_| builder.build(connector.clone()))
+            .collect();
         Ok(Upstream {
-            client,
+            clients,
             origin: cfg.url.clone(),
             request_timeout: cfg.request_timeout,
         })
@@ -64,7 +71,11 @@ impl Upstream {
         metrics: &Metrics,
     ) -> Result<Response<Incoming>, ProxyError> {
         let started = Instant::now();
-        let result = tokio::time::timeout(self.request_timeout, self.client.request(request)).await;
+        let client = server::worker_index()
+            .and_then(|i| self.clients.get(i + 1))
+            // `new` builds worker_count() + 1 >= 1 clients, so [0] exists.
+            .unwrap_or(&self.clients[0]);
+        let result = tokio::time::timeout(self.request_timeout, client.request(request)).await;
         metrics.upstream_duration.observe(started.elapsed());
         match result {
             Ok(Ok(response)) => Ok(response),

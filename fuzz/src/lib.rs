@@ -371,7 +371,14 @@ pub fn links(data: &[u8]) {
 
     json_scan_agrees_with_serde_json(data);
 
-    match rewriter.rewrite_json(data) {
+    let rewritten = rewriter.rewrite_json(data);
+    if !LinkRewriter::may_rewrite(data) {
+        assert!(
+            !matches!(rewritten, Ok(Some(_))),
+            "may_rewrite said no, yet links were rewritten"
+        );
+    }
+    match rewritten {
         Ok(Some(out)) => {
             assert_eq!(
                 json_scan::rewrite_strings(&out, |_, _| None),

@@ -5,10 +5,11 @@
 //! lock around one call. Nothing here may panic, since a shard lock is held throughout.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 use super::compact::{compact_into, expand};
 use super::Lookup;
+use crate::hashing;
 
 /// Marks a negative entry in the value-form byte; far from the compact forms (0, 1, 2) so a
 /// new form can never be taken for it.
@@ -63,7 +64,7 @@ impl Hasher for PrehashedHasher {
     }
 }
 
-pub(super) fn entry_hash(state: &RandomState, tenant: &str, form: u8, key: &[u8]) -> u64 {
+pub(super) fn entry_hash(state: &hashing::State, tenant: &str, form: u8, key: &[u8]) -> u64 {
     let mut h = state.build_hasher();
     h.write(tenant.as_bytes());
     // 0xff never occurs in UTF-8, so tenant and ID cannot shift into each other.
@@ -320,7 +321,7 @@ impl Shard {
     /// change in live entries.
     pub(super) fn put(
         &mut self,
-        state: &RandomState,
+        state: &hashing::State,
         tenant: &str,
         key: &ProbeKey,
         value: &Value<'_>,
@@ -423,7 +424,7 @@ impl Shard {
 
     /// Takes a live slot out of the index and tenant table, leaving it vacant but not listed
     /// as such (its caller reuses it at once).
-    fn unlink(&mut self, state: &RandomState, ix: usize) {
+    fn unlink(&mut self, state: &hashing::State, ix: usize) {
         let Some(slot) = self.slots.get_mut(ix) else {
             return;
         };

@@ -9,7 +9,6 @@
 //! map) and before Prefer, which edits the same `$batch` body.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use http::header::AUTHORIZATION;
 use http::{request, Uri};
@@ -19,6 +18,7 @@ use super::{Outgoing, Proxy};
 use crate::batch;
 use crate::config::{OnError, SourceType};
 use crate::errors::ProxyError;
+use crate::hashing;
 use crate::id_lookup::{Caller, IdLookup};
 use crate::id_rewrite::{self, Candidate, JsonIds, Place};
 use crate::identity::Identity;
@@ -174,13 +174,13 @@ impl Proxy {
         ids: &IdRewriting,
         caller: &Caller,
         candidates: &[Candidate],
-    ) -> Result<HashMap<String, String>, ProxyError> {
+    ) -> Result<hashing::Map<String, String>, ProxyError> {
         match ids.lookup.resolve(caller, candidates).await {
             Ok(map) => Ok(map),
             Err(e) => match ids.on_error {
                 OnError::Pass => {
                     warn!(error = %e, ids = candidates.len(), "ID translation failed; the original IDs are forwarded");
-                    Ok(HashMap::new())
+                    Ok(hashing::Map::default())
                 }
                 OnError::Fail => Err(ProxyError::Translate(e)),
             },

@@ -501,7 +501,7 @@ impl Proxy {
             None => bytes.into(),
         };
         let mut changed = false;
-        if let Some(links) = links {
+        if let Some(links) = links.filter(|_| LinkRewriter::may_rewrite(&current)) {
             if let Ok(Some(rewritten)) = links.rewrite_json(&current) {
                 current = rewritten.into();
                 changed = true;

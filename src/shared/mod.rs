@@ -91,6 +91,9 @@ struct Inner {
     up: AtomicBool,
     /// Script name -> SHA1 as Redis reported it on SCRIPT LOAD.
     scripts: Mutex<HashMap<&'static str, Bytes>>,
+    /// The runtime `start` ran on (the main one): reconnects run there, not on the worker
+    /// whose request noticed the outage, so the connection outlives any one worker.
+    home: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 struct State {
@@ -124,6 +127,7 @@ impl Redis {
                 }),
                 up: AtomicBool::new(false),
                 scripts: Mutex::new(HashMap::new()),
+                home: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -132,6 +136,7 @@ impl Redis {
     /// requests already share state. When Redis is not there the proxy starts anyway, on
     /// local state, and keeps trying in the background.
     pub async fn start(&self) {
+        let _ = self.inner.home.set(tokio::runtime::Handle::current());
         {
             let mut state = lock(&self.inner.state);
             if state.reconnecting || state.current.is_some() {
@@ -340,7 +345,12 @@ impl Inner {
             error = %error_chain(why),
             "Redis unavailable: falling back to local limits and the local ID store; reconnecting in the background"
         );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let runtime = self
+            .home
+            .get()
+            .cloned()
+            .or_else(|| tokio::runtime::Handle::try_current().ok());
+        if let Some(runtime) = runtime {
             runtime.spawn(reconnect(Arc::downgrade(self), delay));
         }
     }
