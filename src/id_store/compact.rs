@@ -13,16 +13,22 @@ pub(super) const BASE64_PADDED: u8 = 2;
 const REST_ALPHABET: &[u8; 64] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 
+/// Byte -> its value in `REST_ALPHABET`, or `NOT_REST` (every ID of a rewritten body is
+/// decoded here once per look-up, so a table rather than a chain of ranges).
+const SEXTETS: [u8; 256] = {
+    let mut table = [NOT_REST; 256];
+    let mut i = 0;
+    while i < REST_ALPHABET.len() {
+        table[REST_ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+const NOT_REST: u8 = 0xff;
+
 fn sextet(c: u8) -> Option<u32> {
-    let v = match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'_' => 62,
-        b'-' => 63,
-        _ => return None,
-    };
-    Some(u32::from(v))
+    let v = SEXTETS[usize::from(c)];
+    (v != NOT_REST).then_some(u32::from(v))
 }
 
 /// Appends the compact form of `id` to `out` and returns its form tag.
@@ -48,6 +54,7 @@ fn decode_rest(s: &[u8], out: &mut Vec<u8>) -> Option<u8> {
         (p, r) if r != 0 && p == 4 - r => BASE64_PADDED,
         _ => return None,
     };
+    out.reserve(body.len() * 3 / 4 + 1);
     let mut acc: u32 = 0;
     let mut bits = 0;
     for &c in body {
