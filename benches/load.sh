@@ -168,13 +168,13 @@ common_http="access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
   fastcgi_temp_path $WORK/tmp/fcgi; uwsgi_temp_path $WORK/tmp/uwsgi; scgi_temp_path $WORK/tmp/scgi;
   client_max_body_size 1m; client_body_buffer_size 128k;
   ssl_certificate $CERT; ssl_certificate_key $KEY;"
-cat >"$WORK/upstream.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream.err warn;
-user root;
-events { worker_connections 20000; }
+# The lines every nginx of this script starts with: NAME WORKERS.
+nginx_head() {
+  printf 'worker_processes %s;\ndaemon off;\npid %s;\nerror_log %s warn;\nuser root;\n' \
+    "$2" "$WORK/$1.pid" "$WORK/$1.err"
+  printf 'events { worker_connections 20000; }\n'
+}
+{ nginx_head upstream 1; cat <<EOF
 http {
   $common_http
   server {
@@ -190,13 +190,8 @@ http {
   }
 }
 EOF
-cat >"$WORK/nginx.conf" <<EOF
-worker_processes 2;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx.err warn;
-user root;
-events { worker_connections 20000; }
+} >"$WORK/upstream.conf"
+{ nginx_head nginx 2; cat <<EOF
 http {
   $common_http
   upstream graph { server 127.0.0.1:$UP_H1; keepalive 256; keepalive_requests 1000000; }
@@ -215,6 +210,7 @@ http {
   }
 }
 EOF
+} >"$WORK/nginx.conf"
 nginx -t -q -c "$WORK/upstream.conf" -p "$WORK" 2>"$WORK/nginx-t.err" || die "upstream config: $(cat "$WORK/nginx-t.err")"
 nginx -t -q -c "$WORK/nginx.conf" -p "$WORK" 2>"$WORK/nginx-t.err" || die "nginx config: $(cat "$WORK/nginx-t.err")"
 nginx -c "$WORK/upstream.conf" -p "$WORK" &

@@ -126,20 +126,15 @@ pub async fn collect_limited(mut body: ProxyBody, limit: usize) -> Result<Collec
         if data.is_empty() {
             continue;
         }
-        let held = match first.take() {
-            None if buffer.is_empty() => {
-                first = Some(data);
-                first.as_ref().map_or(0, Bytes::len)
+        if first.is_none() && buffer.is_empty() {
+            first = Some(data);
+        } else {
+            if let Some(earlier) = first.take() {
+                buffer.extend_from_slice(&earlier);
             }
-            earlier => {
-                if let Some(earlier) = earlier {
-                    buffer.reserve(earlier.len() + data.len());
-                    buffer.extend_from_slice(&earlier);
-                }
-                buffer.extend_from_slice(&data);
-                buffer.len()
-            }
-        };
+            buffer.extend_from_slice(&data);
+        }
+        let held = first.as_ref().map_or(buffer.len(), Bytes::len);
         if held > limit {
             let prefix = first.take().unwrap_or_else(|| buffer.split().freeze());
             return Ok(Collected::TooLarge(ProxyBody::Prefixed(

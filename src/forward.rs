@@ -81,9 +81,9 @@ pub fn upstream_uri(
         .map_err(|_| ProxyError::BadRequest("The request target is not a valid URI."))
 }
 
-/// Rewrites the request head in place for the upstream. Returns the `client-request-id`
-/// that Graph will see (the app's own, or one we made).
-pub fn prepare_request(parts: &mut request::Parts, origin: &Origin) -> Result<String, ProxyError> {
+/// Rewrites the request head in place for the upstream. The `client-request-id` is already
+/// there (`ensure_client_request_id`, as the request arrived).
+pub fn prepare_request(parts: &mut request::Parts, origin: &Origin) -> Result<(), ProxyError> {
     parts.uri = upstream_uri(origin, parts.uri.path_and_query())?;
     // The pooled client speaks HTTP/2 to Graph when ALPN agrees whatever the app spoke; an
     // HTTP/2 version here would be refused on an HTTP/1.1 connection.
@@ -100,20 +100,24 @@ pub fn prepare_request(parts: &mut request::Parts, origin: &Origin) -> Result<St
     }
     // The client sets Host from the URI when none is present.
     headers.remove(header::HOST);
-    let id = match headers
+    Ok(())
+}
+
+/// The app's `client-request-id`, or a new one added to the request so Graph and our logs
+/// share it. Called once per request, as it arrives, before any step can fail.
+pub fn ensure_client_request_id(headers: &mut HeaderMap) -> String {
+    if let Some(id) = headers
         .get(&CLIENT_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
     {
-        Some(id) => id.to_owned(),
-        None => {
-            let id = crate::telemetry::new_request_id();
-            if let Ok(value) = HeaderValue::from_str(&id) {
-                headers.insert(CLIENT_REQUEST_ID, value);
-            }
-            id
-        }
-    };
-    Ok(id)
+        return id.to_owned();
+    }
+    let id = crate::telemetry::new_request_id();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(CLIENT_REQUEST_ID, value);
+    }
+    id
 }
 
 /// Cleans Graph's answer head before it goes back to the app.
@@ -156,7 +160,8 @@ mod tests {
             .body(())
             .unwrap();
         let (mut parts, _) = req.into_parts();
-        let id = prepare_request(&mut parts, &origin()).unwrap();
+        let id = ensure_client_request_id(&mut parts.headers);
+        prepare_request(&mut parts, &origin()).unwrap();
         assert_eq!(parts.uri, "https://graph.microsoft.com/v1.0/me?$top=1");
         assert!(parts.headers.get("host").is_none());
         assert!(parts.headers.get("x-forwarded-for").is_none());
@@ -170,6 +175,8 @@ mod tests {
             .body(())
             .unwrap();
         let (mut parts, _) = req.into_parts();
-        assert_eq!(prepare_request(&mut parts, &origin()).unwrap(), "abc-123");
+        assert_eq!(ensure_client_request_id(&mut parts.headers), "abc-123");
+        prepare_request(&mut parts, &origin()).unwrap();
+        assert_eq!(parts.headers[CLIENT_REQUEST_ID], "abc-123");
     }
 }

@@ -186,13 +186,6 @@ impl Workers {
     }
 }
 
-/// One accepted connection on its way to a worker.
-struct Handoff {
-    accepted: Accepted,
-    /// The worker's count of open connections, lowered when this one ends.
-    load: LoadGuard,
-}
-
 /// As `serve`, but the connections run on `workers`. The calling runtime accepts and hands
 /// each connection to the worker with the fewest open ones, which keeps the cores evenly
 /// loaded even when all clients connect at once.
@@ -211,13 +204,13 @@ pub async fn serve_workers<H, F, B>(
 {
     let mut serving = Vec::new();
     for (index, thread) in workers.threads.into_iter().enumerate() {
-        let (to_worker, mut handoffs) = mpsc::unbounded_channel::<Handoff>();
+        let (to_worker, mut handoffs) = mpsc::unbounded_channel::<Accepted>();
         let (tls, handler, options) = (tls.clone(), handler.clone(), options.clone());
         let job: Job = Box::new(move || {
             Box::pin(async move {
                 let connections = Connections::new(tls, handler, &options);
-                while let Some(handoff) = handoffs.recv().await {
-                    connections.spawn_handed_off(handoff);
+                while let Some(accepted) = handoffs.recv().await {
+                    connections.spawn(accepted);
                 }
                 connections.drain(options.drain_grace).await;
             })
@@ -241,7 +234,7 @@ pub async fn serve_workers<H, F, B>(
     }
 
     let mut next = 0;
-    accept_until(&listener, &options, shutdown, |accepted| {
+    accept_until(&listener, &options, shutdown, |mut accepted| {
         // The least loaded worker; among equals, the one after the last chosen.
         let n = serving.len();
         let chosen = (0..n)
@@ -250,12 +243,9 @@ pub async fn serve_workers<H, F, B>(
             .unwrap_or(0);
         next = (chosen + 1) % n;
         let worker = &serving[chosen];
-        let handoff = Handoff {
-            accepted,
-            load: LoadGuard::new(worker.load.clone()),
-        };
-        if worker.to_worker.send(handoff).is_err() {
-            // The worker's thread is gone; dropping the handoff closes the connection.
+        accepted.load = Some(LoadGuard::new(worker.load.clone()));
+        if worker.to_worker.send(accepted).is_err() {
+            // The worker's thread is gone; dropping the connection closes it.
             warn!(worker = chosen, "a worker has stopped; connection closed");
         }
     })
@@ -269,7 +259,7 @@ pub async fn serve_workers<H, F, B>(
 }
 
 struct Worker {
-    to_worker: mpsc::UnboundedSender<Handoff>,
+    to_worker: mpsc::UnboundedSender<Accepted>,
     load: Arc<AtomicUsize>,
     finished: oneshot::Receiver<()>,
 }
@@ -297,6 +287,8 @@ struct Accepted {
     /// The connection's place in `max_connections`.
     permit: OwnedSemaphorePermit,
     counted: Option<OpenConnection>,
+    /// The count of open connections of the worker serving it, when handed to one.
+    load: Option<LoadGuard>,
 }
 
 /// Accepts until `shutdown` resolves, passing each connection to `serve_one`. Waits for a
@@ -342,6 +334,7 @@ async fn accept_until(
             addr,
             permit,
             counted: options.open_connections.clone().map(OpenConnection::new),
+            load: None,
         });
     }
 }
@@ -378,21 +371,13 @@ where
         }
     }
 
-    fn spawn_handed_off(&self, handoff: Handoff) {
-        let Handoff { accepted, load } = handoff;
-        self.spawn_with(accepted, Some(load));
-    }
-
     fn spawn(&self, accepted: Accepted) {
-        self.spawn_with(accepted, None);
-    }
-
-    fn spawn_with(&self, accepted: Accepted, load: Option<LoadGuard>) {
         let Accepted {
             stream,
             addr,
             permit,
             counted,
+            load,
         } = accepted;
         let stream = match TcpStream::from_std(stream) {
             Ok(stream) => stream,

@@ -60,6 +60,17 @@ fn bench_config(upstream: &str, extra: &str) -> String {
     )
 }
 
+/// An HTTP/1.1 client connection over `stream`, driven by its own task.
+async fn http1_sender<S>(stream: S) -> hyper::client::conn::http1::SendRequest<Full<Bytes>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(conn);
+    sender
+}
 /// Opens `count` HTTP/1.1 connections (at most `parallel` being set up at once), sends one
 /// request on each and keeps every connection open, idle, in the returned list.
 async fn open_idle_connections(
@@ -88,21 +99,9 @@ async fn open_idle_connections(
                         let name = rustls_pki_types::ServerName::try_from("127.0.0.1")
                             .expect("an IP is a server name");
                         let stream = connector.connect(name, tcp).await.expect("TLS handshake");
-                        let (sender, conn) =
-                            hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                                .await
-                                .expect("HTTP/1.1 handshake");
-                        tokio::spawn(conn);
-                        sender
+                        http1_sender(stream).await
                     }
-                    None => {
-                        let (sender, conn) =
-                            hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                                .await
-                                .expect("HTTP/1.1 handshake");
-                        tokio::spawn(conn);
-                        sender
-                    }
+                    None => http1_sender(tcp).await,
                 };
                 let request = Request::get(format!("/v1.0/users/{ADELE}/mailFolders/inbox"))
                     .header("host", addr.as_str())

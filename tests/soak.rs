@@ -143,6 +143,18 @@ fn enc(id: &str) -> String {
     id.replace('=', "%3D")
 }
 
+/// Status, head and whole body of an answer; an error says the body was cut off.
+async fn read_answer(
+    response: http::Response<hyper::body::Incoming>,
+) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("body cut off: {e}"))?
+        .to_bytes();
+    Ok((parts.status, parts.headers, body))
+}
 /// One exchange on a pooled client, never panicking: the answer, or why there was none.
 async fn exchange(
     client: &HttpClient,
@@ -154,13 +166,7 @@ async fn exchange(
             .request(request)
             .await
             .map_err(|e| format!("client error: {e:?}"))?;
-        let (parts, body) = response.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| format!("body cut off: {e}"))?
-            .to_bytes();
-        Ok((parts.status, parts.headers, body))
+        read_answer(response).await
     };
     tokio::time::timeout(CLIENT_DEADLINE, answer)
         .await
@@ -509,13 +515,7 @@ async fn drop_in(run: Arc<Run>) {
                     .send_request(request)
                     .await
                     .map_err(|e| format!("over the tunnel: {e}"))?;
-                let (parts, body) = response.into_parts();
-                let body = body
-                    .collect()
-                    .await
-                    .map_err(|e| format!("body cut off: {e}"))?
-                    .to_bytes();
-                Ok((parts.status, parts.headers, body))
+                read_answer(response).await
             })
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {CLIENT_DEADLINE:?}")));

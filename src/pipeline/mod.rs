@@ -27,7 +27,7 @@ use crate::body::{collect_limited, Collected, ProxyBody};
 use crate::config::{Config, PreferMode};
 use crate::content_coding::{self, Coding};
 use crate::errors::ProxyError;
-use crate::forward::{self, CLIENT_REQUEST_ID};
+use crate::forward;
 use crate::id_lookup::IdLookup;
 use crate::id_store::IdStore;
 use crate::identity::{identify, mailbox_from_path, Identity, Mailbox};
@@ -167,7 +167,7 @@ impl Proxy {
         let method = req.method().clone();
         let path = short_path(req.uri().path());
         let mut exchange = Exchange {
-            request_id: ensure_client_request_id(req.headers_mut()),
+            request_id: forward::ensure_client_request_id(req.headers_mut()),
             tenant: "unknown".to_owned(),
             attempts: 0,
             rewritten_ids: 0,
@@ -530,23 +530,6 @@ enum Outgoing {
     /// In memory (empty, or a $batch we read), so it can be sent again. `batch` marks a
     /// $batch body whose sub-responses may be retried.
     Held { bytes: Bytes, batch: bool },
-}
-
-/// The app's `client-request-id`, or a new one added to the request so Graph and our logs
-/// share it.
-fn ensure_client_request_id(headers: &mut HeaderMap) -> String {
-    if let Some(id) = headers
-        .get(&CLIENT_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-    {
-        return id.to_owned();
-    }
-    let id = crate::telemetry::new_request_id();
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        headers.insert(CLIENT_REQUEST_ID, value);
-    }
-    id
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<usize> {
