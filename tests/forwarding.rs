@@ -312,3 +312,51 @@ async fn graphs_own_errors_pass_through_unchanged() {
     let error: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(error["error"]["code"], "ErrorInvalidIdMalformed");
 }
+
+/// How a plain connection starts decides how it is served (hyper's HTTP/1.1 or HTTP/2
+/// connection, or hyper-util's detection when the first bytes do not tell): each way works.
+#[tokio::test]
+async fn every_way_a_plain_connection_may_start_is_served() {
+    let sim = Sim::start().await;
+    let proxy = ProxyProcess::start(&config_for(&sim.url, ""));
+    let addr = proxy.url.trim_start_matches("http://").to_owned();
+    let token = bearer(ADELE);
+
+    // HTTP/2 with prior knowledge (h2c): the connection preface comes first.
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(conn);
+    let request = Request::get(format!("http://{addr}/v1.0/users/{ADELE}/messages?$top=1"))
+        .header("authorization", token.as_str())
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let response = sender.send_request(request).await.expect("an h2c answer");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let seen = sim.last_request_to("/messages").await;
+    assert_eq!(recorded_header(&seen, "prefer"), ["IdType=\"ImmutableId\""]);
+
+    // HTTP/1.1 whose first byte arrives alone: "P" could still be the HTTP/2 preface.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"P").await.unwrap();
+    slow.flush().await.unwrap();
+    // Not a timing assertion: only gives the first byte its own segment.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let body = r#"{"subject":"one byte first"}"#;
+    let rest = format!(
+        "OST /v1.0/users/{ADELE}/messages HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    slow.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    slow.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(answer.contains("one byte first"), "{answer}");
+}

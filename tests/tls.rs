@@ -112,3 +112,38 @@ async fn an_upstream_certificate_nobody_trusts_is_a_502() {
     assert_eq!(error["error"]["code"], "BadGateway");
     assert!(sim.requests().await.is_empty());
 }
+
+/// A TLS client that offers no ALPN protocol is served all the same (the listener then
+/// finds out from the first bytes which HTTP it speaks).
+#[tokio::test]
+async fn a_tls_client_without_alpn_is_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let certs = TempDir::new("certs");
+    certs_init(&certs);
+    let sim = Sim::start().await;
+    let proxy = ProxyProcess::start(&tls_config(&sim.url, &certs));
+    let addr = proxy.url.trim_start_matches("https://").to_owned();
+    immutable_id_proxy::tls::install_crypto_provider();
+    let mut config =
+        immutable_id_proxy::tls::client_config(Some(&certs.join("ca.pem"))).expect("client TLS");
+    config.alpn_protocols.clear();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = connector.connect(name, tcp).await.expect("TLS handshake");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), None);
+    let request = format!(
+        "GET /v1.0/users/{ADELE}/messages?$top=1 HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\
+         Connection: close\r\n\r\n",
+        bearer(ADELE)
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    // A TLS peer may close without close_notify; what was read until then is the answer.
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = sim.last_request_to("/messages").await;
+    assert_eq!(recorded_header(&seen, "prefer"), ["IdType=\"ImmutableId\""]);
+}

@@ -115,7 +115,11 @@ impl ForwardProxy {
             listener,
             None,
             move |req, peer| this.clone().handle(req, peer),
-            options,
+            // CONNECT tunnels are HTTP/1.1 upgrades.
+            ServeOptions {
+                upgrades: true,
+                ..options
+            },
             shutdown,
         )
         .await;
