@@ -414,36 +414,24 @@ impl<'a> Scanner<'a> {
     }
 }
 
-const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-
-/// Bytes below `n` (n <= 128) anywhere in the word; exact as a yes/no answer.
-fn has_byte_below(word: u64, n: u8) -> bool {
-    word.wrapping_sub(ONES.wrapping_mul(u64::from(n))) & !word & HIGHS != 0
-}
-
-fn has_byte(word: u64, byte: u8) -> bool {
-    has_byte_below(word ^ ONES.wrapping_mul(u64::from(byte)), 1)
-}
-
 /// The offset of the first `"`, `\` or control character at or after `from`, or the
-/// input length. Eight bytes at a time: string contents are most of a Graph body.
+/// input length (`from` when it is past the end). String contents are most of a Graph
+/// body, so this is two vectorised passes rather than a loop over bytes: memchr finds the
+/// quote or backslash, then the lowest byte before it says whether a control character
+/// came first (a fold without early exit, which the compiler vectorises).
 fn find_string_special(bytes: &[u8], from: usize) -> usize {
-    let mut i = from;
-    while let Some(Ok(word)) = bytes.get(i..i + 8).map(<[u8; 8]>::try_from) {
-        let word = u64::from_ne_bytes(word);
-        if has_byte(word, b'"') || has_byte(word, b'\\') || has_byte_below(word, 0x20) {
-            break;
+    let Some(rest) = bytes.get(from..) else {
+        return from;
+    };
+    let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+    let run = rest.get(..end).unwrap_or_default();
+    if run.iter().fold(u8::MAX, |lowest, &byte| lowest.min(byte)) < 0x20 {
+        // Malformed JSON: only the error offset is left to find.
+        if let Some(control) = run.iter().position(|&byte| byte < 0x20) {
+            return from + control;
         }
-        i += 8;
     }
-    while let Some(&byte) = bytes.get(i) {
-        if byte == b'"' || byte == b'\\' || byte < 0x20 {
-            return i;
-        }
-        i += 1;
-    }
-    i
+    from + end
 }
 
 /// Writes `text` as a JSON string: only what JSON requires is escaped, so `/` and
@@ -768,18 +756,41 @@ mod tests {
         }
     }
 
+    fn is_string_special(byte: u8) -> bool {
+        byte == b'"' || byte == b'\\' || byte < 0x20
+    }
+
     #[test]
     fn byte_search_agrees_with_a_plain_scan() {
         let mut bytes: Vec<u8> = (0u8..=255).collect();
         bytes.extend((0u8..=255).rev());
+        bytes.extend(std::iter::repeat_n(b'a', 40));
+        bytes.push(b'"');
+        bytes.extend(std::iter::repeat_n(b'b', 40));
         for from in 0..bytes.len() {
-            for end in from..bytes.len().min(from + 20) {
+            for end in from..bytes.len().min(from + 48) {
                 let slice = &bytes[..end];
                 let plain = (from..slice.len())
-                    .find(|&i| slice[i] == b'"' || slice[i] == b'\\' || slice[i] < 0x20)
+                    .find(|&i| is_string_special(slice[i]))
                     .unwrap_or(slice.len());
                 assert_eq!(find_string_special(slice, from), plain);
             }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn block_search_finds_the_first_special_byte(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![8 => 0x20u8..=0x7e, 1 => proptest::num::u8::ANY],
+                0..200,
+            ),
+            from in 0usize..210,
+        ) {
+            let plain = (from..bytes.len())
+                .find(|&i| is_string_special(bytes[i]))
+                .unwrap_or(bytes.len().max(from));
+            proptest::prop_assert_eq!(find_string_special(&bytes, from), plain);
         }
     }
 
