@@ -435,37 +435,44 @@ fn find_string_special(bytes: &[u8], from: usize) -> usize {
 }
 
 /// Writes `text` as a JSON string: only what JSON requires is escaped, so `/` and
-/// non-ASCII stay raw as Graph itself writes them.
+/// non-ASCII stay raw as Graph itself writes them. Runs without an escape (all of an ID)
+/// are copied whole.
 pub fn push_quoted(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     let bytes = text.as_bytes();
     let mut run_start = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
-        let escaped: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
+    loop {
+        let i = find_string_special(bytes, run_start);
         out.extend_from_slice(bytes.get(run_start..i).unwrap_or_default());
-        if escaped.is_empty() {
+        let Some(&byte) = bytes.get(i) else {
+            break;
+        };
+        push_escape(out, byte);
+        run_start = i + 1;
+    }
+    out.push(b'"');
+}
+
+/// The JSON escape of a `"`, `\` or control character.
+fn push_escape(out: &mut Vec<u8>, byte: u8) {
+    let escaped: &[u8] = match byte {
+        b'"' => b"\\\"",
+        b'\\' => b"\\\\",
+        b'\n' => b"\\n",
+        b'\r' => b"\\r",
+        b'\t' => b"\\t",
+        0x08 => b"\\b",
+        0x0c => b"\\f",
+        _ => {
             // Both indexes are nibbles, below 16.
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(b"\\u00");
             out.push(HEX[usize::from(byte >> 4)]);
             out.push(HEX[usize::from(byte & 0xf)]);
-        } else {
-            out.extend_from_slice(escaped);
+            return;
         }
-        run_start = i + 1;
-    }
-    out.extend_from_slice(bytes.get(run_start..).unwrap_or_default());
-    out.push(b'"');
+    };
+    out.extend_from_slice(escaped);
 }
 
 #[cfg(test)]
@@ -565,6 +572,54 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(parsed["k"], nasty);
+    }
+
+    /// The byte-at-a-time writer that `push_quoted` replaced, kept as its reference.
+    fn push_quoted_reference(out: &mut Vec<u8>, text: &str) {
+        out.push(b'"');
+        for &byte in text.as_bytes() {
+            match byte {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                0x00..=0x1f => out.extend_from_slice(format!("\\u{byte:04x}").as_bytes()),
+                _ => out.push(byte),
+            }
+        }
+        out.push(b'"');
+    }
+
+    #[test]
+    fn quoting_copies_runs_and_escapes_exactly_like_the_reference() {
+        let every_control: String = (0u8..0x20).map(char::from).collect();
+        for text in [
+            "",
+            "AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0AGnUPtcQC-Eiwmc39SmMpPgAAA8ZAfgAA",
+            "\"",
+            "a\\b\"c",
+            &every_control,
+            "long run before an escape: 0123456789abcdef0123456789abcdef\n",
+            "é 😀 \u{7f} /",
+        ] {
+            let (mut fast, mut plain) = (b"x".to_vec(), b"x".to_vec());
+            push_quoted(&mut fast, text);
+            push_quoted_reference(&mut plain, text);
+            assert_eq!(fast, plain, "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn quoting_agrees_with_the_reference(text in "(\\PC|[\"\\\\\u{0}-\u{1f}]){0,100}") {
+            let (mut fast, mut plain) = (Vec::new(), Vec::new());
+            push_quoted(&mut fast, &text);
+            push_quoted_reference(&mut plain, &text);
+            proptest::prop_assert_eq!(fast, plain);
+        }
     }
 
     #[test]

@@ -131,12 +131,13 @@ pub async fn rewrite_request(
         return (None, 0);
     };
     let answer = |id: &str| map.get(id).cloned();
+    let borrowed = |id: &str| map.get(id).map(String::as_str);
     let mut count = 0;
     if let Some(applied) = id_rewrite::apply_to_target(target, &SOURCES, &answer) {
         count += applied.applied.len();
     }
-    match scan.apply(body, &answer) {
-        Some(applied) => (Some(applied.output), count + applied.applied.len()),
+    match scan.apply_counted(body, &borrowed) {
+        Some((output, n)) => (Some(output), count + n),
         None => (None, count),
     }
 }
