@@ -7,62 +7,20 @@
 //! built from the simulator's ID encoder, so every ID is a real Graph layout that the
 //! classifier accepts; nothing here touches the network or the disk.
 
+mod support;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
-use immutable_id_proxy::config::{Origin, PreferMode, SourceType};
+use immutable_id_proxy::config::{Origin, PreferMode};
 use immutable_id_proxy::links::LinkRewriter;
-use immutable_id_proxy::sim::ids::{self, MailboxKeys};
 use immutable_id_proxy::{exchange_id, id_rewrite, identity, prefer};
-
-/// One mailbox's GUIDs; any 16 bytes make a valid moniker.
-const KEYS: MailboxKeys = MailboxKeys {
-    mailbox_guid: *b"bench-mailbox-01",
-    store_uid: *b"bench-store-uid1",
-    db_guid: *b"bench-database-1",
+use support::{
+    immutable_message_id, message_list, regular_message_id, BODY_BYTES, IDS_IN_BODY, SOURCES,
+    TARGET,
 };
-
-/// The size of the rewrite benchmark's body, as in DESIGN.md's performance target.
-const BODY_BYTES: usize = 64 * 1024;
-
-/// IDs carried by that body.
-const IDS_IN_BODY: usize = 100;
-
-fn regular_message_id(n: u64) -> String {
-    ids::to_rest(&ids::regular_item_id(&KEYS, 1, 1000 + n))
-}
-
-fn immutable_message_id(n: u64) -> String {
-    ids::to_rest(&ids::immutable_item_id(&KEYS, 1000 + n))
-}
-
-/// A Graph-like list of messages padded to `bytes`, each message carrying its regular ID.
-fn message_list(count: usize, bytes: usize) -> Vec<u8> {
-    let pad = "Quarterly numbers attached; see the thread below for context. ".repeat(
-        // Each message gets an equal share of the padding; 250 bytes cover the rest.
-        (bytes / count).saturating_sub(250) / 63,
-    );
-    let value: Vec<serde_json::Value> = (0..count as u64)
-        .map(|n| {
-            serde_json::json!({
-                "id": regular_message_id(n),
-                "subject": format!("message {n}"),
-                "isRead": n % 2 == 0,
-                "bodyPreview": pad,
-            })
-        })
-        .collect();
-    let mut body = serde_json::to_vec(&serde_json::json!({
-        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users('adelev%40contoso.onmicrosoft.com')/messages",
-        "value": value,
-        "@odata.nextLink": "https://graph.microsoft.com/v1.0/users/adelev@contoso.onmicrosoft.com/messages?$skip=100",
-    }))
-    .unwrap_or_default();
-    body.resize(body.len().max(bytes), b' ');
-    body
-}
 
 fn prefer_merge(c: &mut Criterion) {
     let mut group = c.benchmark_group("prefer_merge");
@@ -118,10 +76,8 @@ fn links(c: &mut Criterion) {
 
 fn id_rewrite_warm(c: &mut Criterion) {
     let mut group = c.benchmark_group("rewrite_ids_json_warm_cache");
-    let sources = [SourceType::RestId, SourceType::EwsId, SourceType::EntryId];
-    let cache: HashMap<String, String> = (0..IDS_IN_BODY as u64)
-        .map(|n| (regular_message_id(n), immutable_message_id(n)))
-        .collect();
+    let sources = SOURCES;
+    let cache: HashMap<String, String> = support::mappings().into_iter().collect();
     let lookup = |id: &str| cache.get(id).cloned();
     let body = message_list(IDS_IN_BODY, BODY_BYTES);
     let applied = id_rewrite::apply_to_json(&body, &sources, &lookup)
@@ -145,6 +101,22 @@ fn id_rewrite_warm(c: &mut Criterion) {
     });
     group.bench_function("scan_and_splice_64KiB_100_ids", |b| {
         b.iter(|| id_rewrite::apply_to_json(black_box(&body), &sources, &lookup))
+    });
+    // All of step 3 for one request, with the real `IdLookup` (memory cache) in place of
+    // the `HashMap`: what the load test's rewrite scenario pays per request.
+    let (id_lookup, caller) = support::warm_lookup();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
+    group.bench_function("request_64KiB_100_ids", |b| {
+        b.iter(|| {
+            runtime.block_on(support::rewrite_request(
+                &id_lookup,
+                &caller,
+                TARGET,
+                black_box(&body),
+            ))
+        })
     });
     group.finish();
 }

@@ -107,6 +107,25 @@ static EWS_TABLE: [u8; 256] = decode_table(b'+', b'/');
 /// Graph's binary formats (entryId, immutableEntryId) are documented as RFC 4648 URL-safe.
 static URL_SAFE_TABLE: [u8; 256] = decode_table(b'-', b'_');
 
+/// Flag bits of a `MAILBOX_TABLE` entry (the top two; the sextet is in the low six).
+const REST_ONLY: u8 = 0x40;
+const EWS_ONLY: u8 = 0x80;
+const FLAGS: u8 = REST_ONLY | EWS_ONLY;
+
+/// REST and EWS IDs in one table, so that one pass both decodes and tells the alphabet:
+/// the two alphabets give `-` and `/` the same value (63), and `_` and `+` (62), and
+/// differ in nothing else. A character of only one alphabet carries that alphabet's flag;
+/// one outside both (`NOT_BASE64`) carries both flags, like a mix of the two alphabets,
+/// and either way the string is not an ID.
+static MAILBOX_TABLE: [u8; 256] = {
+    let mut table = decode_table(b'_', b'-');
+    table[b'-' as usize] = 63 | REST_ONLY;
+    table[b'_' as usize] = 62 | REST_ONLY;
+    table[b'/' as usize] = 63 | EWS_ONLY;
+    table[b'+' as usize] = 62 | EWS_ONLY;
+    table
+};
+
 /// Which of Graph's `exchangeIdFormat` encodings (plus two non-Graph forms) an ID is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IdFormat {
@@ -219,25 +238,21 @@ pub fn classify(s: &str) -> Option<ExchangeId> {
 
 /// Regular REST or EWS IDs and conversation IDs: decode, decompress, parse the layout.
 fn classify_mailbox_id(text: &[u8]) -> Option<ExchangeId> {
-    let mut uses_rest_chars = false;
-    let mut uses_ews_chars = false;
-    for &c in text {
-        match c {
-            b'-' | b'_' => uses_rest_chars = true,
-            b'+' | b'/' => uses_ews_chars = true,
-            _ => {}
-        }
-    }
-    // A string with none of the four characters is valid in both alphabets and decodes to
-    // the same bytes; it is reported as RestId because that is the form Graph returns.
-    let (format, table) = match (uses_rest_chars, uses_ews_chars) {
-        (true, true) => return None,
-        (false, true) => (IdFormat::EwsId, &EWS_TABLE),
-        (_, false) => (IdFormat::RestId, &REST_TABLE),
-    };
     let mut decoded = [0u8; MAX_DECODED_LEN];
-    let len = decode_padded(text, table, &mut decoded)?;
-    let bytes = decoded.get(..len)?;
+    let (len, flags) = decode_padded_flagged(text, &MAILBOX_TABLE, &mut decoded)?;
+    // A string with none of the four alphabet-specific characters is valid in both
+    // alphabets and decodes to the same bytes; it is reported as RestId because that is the
+    // form Graph returns. Both flags: the alphabets are mixed, or a character is in neither.
+    let format = match flags {
+        EWS_ONLY => IdFormat::EwsId,
+        0 | REST_ONLY => IdFormat::RestId,
+        _ => return None,
+    };
+    classify_mailbox_bytes(format, decoded.get(..len)?)
+}
+
+/// The decoded bytes of a REST or EWS ID (`format` says which alphabet they came in).
+fn classify_mailbox_bytes(format: IdFormat, bytes: &[u8]) -> Option<ExchangeId> {
     let (&compression, rest) = bytes.split_first()?;
     // Only compressed IDs pay for zeroing the expansion buffer.
     let mut expanded: [u8; MAX_PAYLOAD_LEN];
@@ -258,13 +273,8 @@ fn classify_mailbox_id(text: &[u8]) -> Option<ExchangeId> {
     Some(ExchangeId {
         format,
         kind: parsed.kind,
-        mailbox_guid: Some(
-            parsed
-                .moniker
-                .iter()
-                .map(|b| char::from(b.to_ascii_lowercase()))
-                .collect(),
-        ),
+        // `is_guid_text` let only hex digits and `-` through, so the text is ASCII.
+        mailbox_guid: Some(String::from_utf8(parsed.moniker.to_ascii_lowercase()).ok()?),
     })
 }
 
@@ -531,6 +541,15 @@ fn decompress_rle<'o>(input: &[u8], out: &'o mut [u8; MAX_PAYLOAD_LEN]) -> Optio
 /// Strict padded base64: length a multiple of 4, at most two `=` and only at the end,
 /// unused bits zero. Returns the number of bytes written to `out`.
 fn decode_padded(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<usize> {
+    match decode_padded_flagged(text, table, out)? {
+        (len, 0) => Some(len),
+        _ => None,
+    }
+}
+
+/// `decode_padded` through a table with flag bits (`MAILBOX_TABLE`): also returns the
+/// flags of every character, ORed, and leaves judging them to the caller.
+fn decode_padded_flagged(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<(usize, u8)> {
     if text.len() % 4 != 0 {
         return None;
     }
@@ -538,17 +557,24 @@ fn decode_padded(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<usize
     if pads > 2 {
         return None;
     }
-    decode_unpadded(text.get(..text.len() - pads)?, table, out)
+    decode_flagged(text.get(..text.len() - pads)?, table, out)
 }
 
 /// Strict unpadded base64 (the padding, if any, already removed by the caller): a
 /// remainder of one character is impossible, and the unused bits of the last character
 /// must be zero so that each byte string has exactly one accepted text.
 fn decode_unpadded(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<usize> {
-    let sextet = |c: u8| -> Option<u32> {
-        let v = table[usize::from(c)];
-        (v != NOT_BASE64).then_some(u32::from(v))
-    };
+    match decode_flagged(text, table, out)? {
+        (len, 0) => Some(len),
+        _ => None,
+    }
+}
+
+/// The decoder under `decode_unpadded`: a table entry's low six bits are the sextet and its
+/// top two are flags (`NOT_BASE64` has both), ORed over the whole text and returned with
+/// the number of bytes written. Four characters at a time: this runs on every ID-shaped
+/// string of a rewritten body.
+fn decode_flagged(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<(usize, u8)> {
     let chunks = text.chunks_exact(4);
     let tail = chunks.remainder();
     let tail_bytes = match tail.len() {
@@ -557,43 +583,47 @@ fn decode_unpadded(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<usi
         3 => 2,
         _ => return None,
     };
-    if chunks.len() * 3 + tail_bytes > out.len() {
-        return None;
-    }
-    let mut written = 0usize;
-    for chunk in chunks {
-        let mut v = 0u32;
-        for &c in chunk {
-            v = (v << 6) | sextet(c)?;
-        }
-        out.get_mut(written..written + 3)?
-            .copy_from_slice(&v.to_be_bytes()[1..]);
-        written += 3;
+    let whole = chunks.len() * 3;
+    let (body_out, tail_out) = out.get_mut(..whole + tail_bytes)?.split_at_mut(whole);
+    let entry = |c: u8| table[usize::from(c)];
+    let mut seen = 0u8;
+    for (chunk, slot) in chunks.zip(body_out.chunks_exact_mut(3)) {
+        let &[a, b, c, d] = chunk else {
+            return None;
+        };
+        let (a, b, c, d) = (entry(a), entry(b), entry(c), entry(d));
+        seen |= a | b | c | d;
+        let v = (u32::from(a & 63) << 18)
+            | (u32::from(b & 63) << 12)
+            | (u32::from(c & 63) << 6)
+            | u32::from(d & 63);
+        let [_, x, y, z] = v.to_be_bytes();
+        slot.copy_from_slice(&[x, y, z]);
     }
     match *tail {
         [] => {}
         [a, b] => {
-            let (a, b) = (sextet(a)?, sextet(b)?);
+            let (a, b) = (entry(a), entry(b));
+            seen |= a | b;
+            let (a, b) = (u32::from(a & 63), u32::from(b & 63));
             if b & 0x0f != 0 {
                 return None;
             }
             // `as u8` keeps the low eight bits on purpose: that is the decoded byte.
-            *out.get_mut(written)? = ((a << 2) | (b >> 4)) as u8;
-            written += 1;
+            tail_out.copy_from_slice(&[((a << 2) | (b >> 4)) as u8]);
         }
         [a, b, c] => {
-            let (a, b, c) = (sextet(a)?, sextet(b)?, sextet(c)?);
-            if c & 0x03 != 0 {
+            let (a, b, c) = (entry(a), entry(b), entry(c));
+            seen |= a | b | c;
+            let v = (u32::from(a & 63) << 12) | (u32::from(b & 63) << 6) | u32::from(c & 63);
+            if v & 0x03 != 0 {
                 return None;
             }
-            let v = (a << 12) | (b << 6) | c;
-            out.get_mut(written..written + 2)?
-                .copy_from_slice(&[(v >> 10) as u8, (v >> 2) as u8]);
-            written += 2;
+            tail_out.copy_from_slice(&[(v >> 10) as u8, (v >> 2) as u8]);
         }
         _ => return None,
     }
-    Some(written)
+    Some((whole + tail_bytes, seen & FLAGS))
 }
 
 /// Graph binary format: URL-safe base64 without `=`, then one digit saying how many `=`
@@ -814,6 +844,46 @@ mod tests {
             .with_encode_padding(true)
             .with_decode_padding_mode(DecodePaddingMode::RequireCanonical);
         GeneralPurpose::new(&base64::alphabet::STANDARD, config)
+    }
+
+    /// The mailbox-ID path as it was before the one-pass decoder: the alphabet picked by a
+    /// separate scan for its four special characters, the text decoded by the base64
+    /// crate's strict engine for that alphabet, then the same layout checks.
+    fn classify_mailbox_id_reference(text: &str) -> Option<ExchangeId> {
+        let rest_chars = text.contains(['-', '_']);
+        let ews_chars = text.contains(['+', '/']);
+        let (format, engine) = match (rest_chars, ews_chars) {
+            (true, true) => return None,
+            (false, true) => (IdFormat::EwsId, standard_strict()),
+            (_, false) => (IdFormat::RestId, rest_engine()),
+        };
+        let bytes = engine.decode(text).ok()?;
+        if bytes.len() > MAX_DECODED_LEN {
+            return None;
+        }
+        classify_mailbox_bytes(format, &bytes)
+    }
+
+    #[test]
+    fn one_pass_alphabet_detection_agrees_with_the_reference_on_samples() {
+        for sample in ID_SAMPLES {
+            let variants = [
+                sample.to_owned(),
+                ews_to_rest(sample),
+                rest_to_ews(sample),
+                sample.replacen('A', "-", 1),
+                sample.replacen('A', "+", 1),
+                sample.replacen('A', ".", 1),
+                format!("{sample}AAAA"),
+            ];
+            for text in variants {
+                assert_eq!(
+                    classify_mailbox_id(text.as_bytes()),
+                    classify_mailbox_id_reference(&text),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -1360,6 +1430,33 @@ mod tests {
             let text = engine.encode(&bytes);
             prop_assert_eq!(decode_ews(&text), Some(bytes.clone()));
             prop_assert_eq!(decode_ews(&noise), engine.decode(&noise).ok());
+        }
+
+        #[test]
+        fn one_pass_mailbox_decoder_agrees_with_the_reference(
+            sample in prop::sample::select(ID_SAMPLES.to_vec()),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), id_char()), 0..3),
+            tail in prop::collection::vec(any::<u8>(), 0..300),
+            compressed in any::<bool>(),
+            noise in "[A-Za-z0-9_=+/.-]{0,200}",
+        ) {
+            let mut chars: Vec<char> = sample.chars().collect();
+            for (at, c) in edits {
+                let at = at.index(chars.len());
+                chars[at] = c;
+            }
+            let edited: String = chars.into_iter().collect();
+            let mut bytes = decode_rest(REST_MSG).expect("sample decodes")[..43].to_vec();
+            bytes[0] = u8::from(compressed);
+            bytes.extend_from_slice(&tail);
+            let encoded = STANDARD.encode(&bytes);
+            for text in [edited, noise, ews_to_rest(&encoded), encoded] {
+                prop_assert_eq!(
+                    classify_mailbox_id(text.as_bytes()),
+                    classify_mailbox_id_reference(&text),
+                    "{}", text
+                );
+            }
         }
 
         #[test]

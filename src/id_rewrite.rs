@@ -309,11 +309,52 @@ impl JsonIds {
         let answers: Vec<Option<String>> = self
             .candidates
             .iter()
-            .map(|c| (map)(&c.lookup).filter(|new| *new != c.original && is_id_shaped(new)))
+            .map(|c| (map)(&c.lookup).filter(|new| self.usable(c, new)))
             .collect();
+        let mut applied = Vec::new();
+        let output = self.splice(body, &answers, |candidate, immutable| {
+            applied.push(Replacement {
+                lookup: candidate.lookup.clone(),
+                immutable: immutable.to_owned(),
+                place: Place::JsonString,
+                batch_request_id: None,
+            });
+        })?;
+        Some(Rewritten { output, applied })
+    }
+
+    /// `apply` for a caller that only counts the replacements (step 3 on a JSON body):
+    /// the answers are borrowed from the caller's map and no `Replacement` is built, so
+    /// nothing is copied per ID. The bytes are exactly those of `apply`.
+    pub fn apply_counted<'m>(
+        &self,
+        body: &[u8],
+        map: &dyn Fn(&str) -> Option<&'m str>,
+    ) -> Option<(Vec<u8>, usize)> {
+        let answers: Vec<Option<&str>> = self
+            .candidates
+            .iter()
+            .map(|c| (map)(&c.lookup).filter(|new| self.usable(c, new)))
+            .collect();
+        let mut count = 0;
+        let output = self.splice(body, &answers, |_, _| count += 1)?;
+        Some((output, count))
+    }
+
+    fn usable(&self, candidate: &Candidate, answer: &str) -> bool {
+        answer != candidate.original && is_id_shaped(answer)
+    }
+
+    /// Writes `body` with `answers[i]` (one per candidate) at every site of candidate `i`
+    /// that has one, calling `replaced` for each; `None` when no site had an answer.
+    fn splice<A: AsRef<str>>(
+        &self,
+        body: &[u8],
+        answers: &[Option<A>],
+        mut replaced: impl FnMut(&Candidate, &str),
+    ) -> Option<Vec<u8>> {
         let mut out: Option<Vec<u8>> = None;
         let mut copied = 0;
-        let mut applied = Vec::new();
         for (span, at) in &self.sites {
             let (Some(Some(immutable)), Some(candidate)) =
                 (answers.get(*at), self.candidates.get(*at))
@@ -327,18 +368,13 @@ impl JsonIds {
             };
             let out = out.get_or_insert_with(|| Vec::with_capacity(body.len() + 64));
             out.extend_from_slice(before);
-            json_scan::push_quoted(out, immutable);
+            json_scan::push_quoted(out, immutable.as_ref());
             copied = span.end;
-            applied.push(Replacement {
-                lookup: candidate.lookup.clone(),
-                immutable: immutable.clone(),
-                place: Place::JsonString,
-                batch_request_id: None,
-            });
+            replaced(candidate, immutable.as_ref());
         }
         let mut output = out?;
         output.extend_from_slice(body.get(copied..).unwrap_or_default());
-        Some(Rewritten { output, applied })
+        Some(output)
     }
 }
 
@@ -499,9 +535,20 @@ impl<'a> Applier<'a> {
 fn is_id_shaped(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= MAX_REPLACEMENT_LEN
-        && text
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'=' | b'+' | b'/'))
+        && text.bytes().fold(true, |shaped, c| shaped & is_id_char(c))
+}
+
+/// `[A-Za-z0-9_=+/-]`, in comparisons without branches: `is_id_shaped` folds it over every
+/// answer spliced into a body, and this form lets the compiler do that a vector at a time.
+fn is_id_char(c: u8) -> bool {
+    (c.wrapping_sub(b'A') < 26)
+        | (c.wrapping_sub(b'a') < 26)
+        | (c.wrapping_sub(b'0') < 10)
+        | (c == b'-')
+        | (c == b'_')
+        | (c == b'=')
+        | (c == b'+')
+        | (c == b'/')
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -825,6 +872,7 @@ fn filter_tokens(filter: &[u8]) -> Vec<Token> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     use crate::id_samples::*;
 
@@ -854,6 +902,58 @@ mod tests {
 
     fn nothing(_: &str) -> Option<String> {
         None
+    }
+
+    /// `known` as a map, for `apply_counted`, which borrows its answers.
+    fn known_map() -> HashMap<String, String> {
+        let rest_search = exchange_id::ews_to_rest(EWS_MSG_SEARCH);
+        [REST_MSG, REST_RLE_MSG, ENTRYID, rest_search.as_str()]
+            .into_iter()
+            .filter_map(|regular| Some((regular.to_owned(), known(regular)?)))
+            .collect()
+    }
+
+    /// `apply_counted` writes exactly what `apply` writes and counts its replacements.
+    fn assert_counted_agrees(scan: &JsonIds, body: &[u8], map: &HashMap<String, String>) {
+        let owned = |id: &str| map.get(id).cloned();
+        let borrowed = |id: &str| map.get(id).map(String::as_str);
+        assert_eq!(
+            scan.apply_counted(body, &borrowed),
+            scan.apply(body, &owned)
+                .map(|r| (r.output, r.applied.len()))
+        );
+    }
+
+    #[test]
+    fn id_characters_are_exactly_the_two_alphabets_and_padding() {
+        for c in 0..=u8::MAX {
+            let expected = c.is_ascii_alphanumeric() || b"-_=+/".contains(&c);
+            assert_eq!(is_id_char(c), expected, "{c}");
+        }
+    }
+
+    #[test]
+    fn counted_splice_agrees_with_the_full_one() {
+        let body = format!(
+            r#"{{"a":"{REST_MSG}","b":["{ENTRYID}","{REST_MSG}","{REST_FOLDER}"],"c":"{IMM}"}}"#
+        );
+        let scan = scan_json(body.as_bytes(), &ALL).expect("json");
+        assert_counted_agrees(&scan, body.as_bytes(), &known_map());
+        assert_counted_agrees(&scan, body.as_bytes(), &HashMap::new());
+        let same: HashMap<String, String> = [(REST_MSG.to_owned(), REST_MSG.to_owned())]
+            .into_iter()
+            .collect();
+        assert_counted_agrees(&scan, body.as_bytes(), &same);
+        let bad: HashMap<String, String> = [(REST_MSG.to_owned(), "a\"b".to_owned())]
+            .into_iter()
+            .collect();
+        assert_counted_agrees(&scan, body.as_bytes(), &bad);
+        let borrowed = |id: &str| known_map().contains_key(id).then_some(IMM);
+        assert_eq!(
+            scan.apply_counted(body.as_bytes(), &borrowed)
+                .map(|(_, n)| n),
+            Some(3)
+        );
     }
 
     fn lookups(candidates: &[Candidate]) -> Vec<&str> {
@@ -1346,7 +1446,9 @@ mod tests {
                 })
                 .expect("valid JSON");
                 let scan = if response { scan_response(body.as_bytes(), &ALL) } else { scan_json(body.as_bytes(), &ALL) };
-                let scanned = scan.expect("valid JSON").apply(body.as_bytes(), &known);
+                let scan = scan.expect("valid JSON");
+                assert_counted_agrees(&scan, body.as_bytes(), &known_map());
+                let scanned = scan.apply(body.as_bytes(), &known);
                 prop_assert_eq!(scanned.map(|r| r.output), reference);
             }
         }

@@ -39,8 +39,7 @@ use redb::{Database, ReadableDatabase, TableDefinition, TableError};
 use crate::config;
 use crate::hashing;
 use crate::metrics::Metrics;
-use cache::{entry_hash, ProbeKey, Shard, Value};
-use compact::compact_into;
+use cache::{ProbeKey, Shard, Value};
 
 mod cache;
 mod compact;
@@ -261,13 +260,24 @@ impl IdStore {
 
     /// Memory only; never blocks on I/O. A fresh negative entry answers `Failed`.
     pub fn lookup_cached(&self, tenant: &str, regular: &str) -> Lookup {
-        self.lookup_cached_at(tenant, regular, Instant::now())
+        self.lookup_cached_with(tenant, regular, Instant::now)
     }
 
+    #[cfg(test)]
     fn lookup_cached_at(&self, tenant: &str, regular: &str, now: Instant) -> Lookup {
+        self.lookup_cached_with(tenant, regular, || now)
+    }
+
+    /// `lookup_cached` with the clock read only when a negative entry needs it.
+    fn lookup_cached_with(
+        &self,
+        tenant: &str,
+        regular: &str,
+        now: impl FnOnce() -> Instant,
+    ) -> Lookup {
         let answer = match self.probe(tenant, regular) {
             Some(key) => {
-                let now_ms = self.millis(now);
+                let now_ms = || self.millis(now());
                 let (answer, delta) = self.shard(key.hash).get(tenant, &key, now_ms);
                 self.metrics.id_cache_entries.add(delta);
                 answer
@@ -438,10 +448,7 @@ impl IdStore {
         if !storable(id) {
             return None;
         }
-        let mut bytes = Vec::with_capacity(id.len());
-        let form = compact_into(id, &mut bytes);
-        let hash = entry_hash(&self.hasher, tenant, form, &bytes);
-        Some(ProbeKey { form, bytes, hash })
+        ProbeKey::new(&self.hasher, tenant, id)
     }
 
     fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {

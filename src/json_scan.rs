@@ -414,70 +414,65 @@ impl<'a> Scanner<'a> {
     }
 }
 
-const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-
-/// Bytes below `n` (n <= 128) anywhere in the word; exact as a yes/no answer.
-fn has_byte_below(word: u64, n: u8) -> bool {
-    word.wrapping_sub(ONES.wrapping_mul(u64::from(n))) & !word & HIGHS != 0
-}
-
-fn has_byte(word: u64, byte: u8) -> bool {
-    has_byte_below(word ^ ONES.wrapping_mul(u64::from(byte)), 1)
-}
-
 /// The offset of the first `"`, `\` or control character at or after `from`, or the
-/// input length. Eight bytes at a time: string contents are most of a Graph body.
+/// input length (`from` when it is past the end). String contents are most of a Graph
+/// body, so this is two vectorised passes rather than a loop over bytes: memchr finds the
+/// quote or backslash, then the lowest byte before it says whether a control character
+/// came first (a fold without early exit, which the compiler vectorises).
 fn find_string_special(bytes: &[u8], from: usize) -> usize {
-    let mut i = from;
-    while let Some(Ok(word)) = bytes.get(i..i + 8).map(<[u8; 8]>::try_from) {
-        let word = u64::from_ne_bytes(word);
-        if has_byte(word, b'"') || has_byte(word, b'\\') || has_byte_below(word, 0x20) {
-            break;
+    let Some(rest) = bytes.get(from..) else {
+        return from;
+    };
+    let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+    let run = rest.get(..end).unwrap_or_default();
+    if run.iter().fold(u8::MAX, |lowest, &byte| lowest.min(byte)) < 0x20 {
+        // Malformed JSON: only the error offset is left to find.
+        if let Some(control) = run.iter().position(|&byte| byte < 0x20) {
+            return from + control;
         }
-        i += 8;
     }
-    while let Some(&byte) = bytes.get(i) {
-        if byte == b'"' || byte == b'\\' || byte < 0x20 {
-            return i;
-        }
-        i += 1;
-    }
-    i
+    from + end
 }
 
 /// Writes `text` as a JSON string: only what JSON requires is escaped, so `/` and
-/// non-ASCII stay raw as Graph itself writes them.
+/// non-ASCII stay raw as Graph itself writes them. Runs without an escape (all of an ID)
+/// are copied whole.
 pub fn push_quoted(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     let bytes = text.as_bytes();
     let mut run_start = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
-        let escaped: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
+    loop {
+        let i = find_string_special(bytes, run_start);
         out.extend_from_slice(bytes.get(run_start..i).unwrap_or_default());
-        if escaped.is_empty() {
+        let Some(&byte) = bytes.get(i) else {
+            break;
+        };
+        push_escape(out, byte);
+        run_start = i + 1;
+    }
+    out.push(b'"');
+}
+
+/// The JSON escape of a `"`, `\` or control character.
+fn push_escape(out: &mut Vec<u8>, byte: u8) {
+    let escaped: &[u8] = match byte {
+        b'"' => b"\\\"",
+        b'\\' => b"\\\\",
+        b'\n' => b"\\n",
+        b'\r' => b"\\r",
+        b'\t' => b"\\t",
+        0x08 => b"\\b",
+        0x0c => b"\\f",
+        _ => {
             // Both indexes are nibbles, below 16.
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(b"\\u00");
             out.push(HEX[usize::from(byte >> 4)]);
             out.push(HEX[usize::from(byte & 0xf)]);
-        } else {
-            out.extend_from_slice(escaped);
+            return;
         }
-        run_start = i + 1;
-    }
-    out.extend_from_slice(bytes.get(run_start..).unwrap_or_default());
-    out.push(b'"');
+    };
+    out.extend_from_slice(escaped);
 }
 
 #[cfg(test)]
@@ -577,6 +572,54 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(parsed["k"], nasty);
+    }
+
+    /// The byte-at-a-time writer that `push_quoted` replaced, kept as its reference.
+    fn push_quoted_reference(out: &mut Vec<u8>, text: &str) {
+        out.push(b'"');
+        for &byte in text.as_bytes() {
+            match byte {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                0x00..=0x1f => out.extend_from_slice(format!("\\u{byte:04x}").as_bytes()),
+                _ => out.push(byte),
+            }
+        }
+        out.push(b'"');
+    }
+
+    #[test]
+    fn quoting_copies_runs_and_escapes_exactly_like_the_reference() {
+        let every_control: String = (0u8..0x20).map(char::from).collect();
+        for text in [
+            "",
+            "AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0AGnUPtcQC-Eiwmc39SmMpPgAAA8ZAfgAA",
+            "\"",
+            "a\\b\"c",
+            &every_control,
+            "long run before an escape: 0123456789abcdef0123456789abcdef\n",
+            "é 😀 \u{7f} /",
+        ] {
+            let (mut fast, mut plain) = (b"x".to_vec(), b"x".to_vec());
+            push_quoted(&mut fast, text);
+            push_quoted_reference(&mut plain, text);
+            assert_eq!(fast, plain, "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn quoting_agrees_with_the_reference(text in "(\\PC|[\"\\\\\u{0}-\u{1f}]){0,100}") {
+            let (mut fast, mut plain) = (Vec::new(), Vec::new());
+            push_quoted(&mut fast, &text);
+            push_quoted_reference(&mut plain, &text);
+            proptest::prop_assert_eq!(fast, plain);
+        }
     }
 
     #[test]
@@ -768,18 +811,41 @@ mod tests {
         }
     }
 
+    fn is_string_special(byte: u8) -> bool {
+        byte == b'"' || byte == b'\\' || byte < 0x20
+    }
+
     #[test]
     fn byte_search_agrees_with_a_plain_scan() {
         let mut bytes: Vec<u8> = (0u8..=255).collect();
         bytes.extend((0u8..=255).rev());
+        bytes.extend(std::iter::repeat_n(b'a', 40));
+        bytes.push(b'"');
+        bytes.extend(std::iter::repeat_n(b'b', 40));
         for from in 0..bytes.len() {
-            for end in from..bytes.len().min(from + 20) {
+            for end in from..bytes.len().min(from + 48) {
                 let slice = &bytes[..end];
                 let plain = (from..slice.len())
-                    .find(|&i| slice[i] == b'"' || slice[i] == b'\\' || slice[i] < 0x20)
+                    .find(|&i| is_string_special(slice[i]))
                     .unwrap_or(slice.len());
                 assert_eq!(find_string_special(slice, from), plain);
             }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn block_search_finds_the_first_special_byte(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![8 => 0x20u8..=0x7e, 1 => proptest::num::u8::ANY],
+                0..200,
+            ),
+            from in 0usize..210,
+        ) {
+            let plain = (from..bytes.len())
+                .find(|&i| is_string_special(bytes[i]))
+                .unwrap_or(bytes.len().max(from));
+            proptest::prop_assert_eq!(find_string_special(&bytes, from), plain);
         }
     }
 

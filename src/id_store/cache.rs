@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
-use super::compact::{compact_into, expand};
-use super::Lookup;
+use super::compact::{compact_into, compact_to, expand};
+use super::{Lookup, MAX_ID_BYTES};
 use crate::hashing;
 
 /// Marks a negative entry in the value-form byte; far from the compact forms (0, 1, 2) so a
@@ -21,11 +21,33 @@ pub(super) enum Value<'a> {
     Failed { until_ms: u64 },
 }
 
-/// A looked-up ID in its compact form, hashed once outside the shard lock.
+/// A looked-up ID in its compact form, hashed once outside the shard lock. The form lives
+/// in an inline buffer (IDs are at most `MAX_ID_BYTES`, and the compact form is never
+/// longer), so a look-up allocates nothing for its key.
 pub(super) struct ProbeKey {
     pub(super) form: u8,
-    pub(super) bytes: Vec<u8>,
+    buffer: [u8; MAX_ID_BYTES],
+    len: usize,
     pub(super) hash: u64,
+}
+
+impl ProbeKey {
+    /// `id` compacted and hashed with `tenant`; `None` when it is longer than an ID can be.
+    pub(super) fn new(state: &hashing::State, tenant: &str, id: &str) -> Option<ProbeKey> {
+        let mut buffer = [0u8; MAX_ID_BYTES];
+        let (form, len) = compact_to(id, &mut buffer)?;
+        let hash = entry_hash(state, tenant, form, buffer.get(..len)?);
+        Some(ProbeKey {
+            form,
+            buffer,
+            len,
+            hash,
+        })
+    }
+
+    pub(super) fn bytes(&self) -> &[u8] {
+        self.buffer.get(..self.len).unwrap_or_default()
+    }
 }
 
 /// The 64-bit entry hash, split so the index bucket is 12 bytes rather than 16 (a `u64` key
@@ -128,7 +150,8 @@ fn deadline(value: &[u8]) -> u64 {
 }
 
 fn build_entry(key: &ProbeKey, value: &Value<'_>) -> Option<Box<[u8]>> {
-    let key_len = u16::try_from(key.bytes.len()).ok()?;
+    let key_bytes = key.bytes();
+    let key_len = u16::try_from(key_bytes.len()).ok()?;
     let mut value_bytes = Vec::new();
     let value_form = match value {
         Value::Mapped(immutable) => compact_into(immutable, &mut value_bytes),
@@ -137,11 +160,11 @@ fn build_entry(key: &ProbeKey, value: &Value<'_>) -> Option<Box<[u8]>> {
             NEGATIVE
         }
     };
-    let mut data = Vec::with_capacity(4 + key.bytes.len() + value_bytes.len());
+    let mut data = Vec::with_capacity(4 + key_bytes.len() + value_bytes.len());
     data.push(key.form);
     data.push(value_form);
     data.extend_from_slice(&key_len.to_le_bytes());
-    data.extend_from_slice(&key.bytes);
+    data.extend_from_slice(key_bytes);
     data.extend_from_slice(&value_bytes);
     Some(data.into_boxed_slice())
 }
@@ -171,7 +194,8 @@ fn hash_map_bytes(capacity: usize, bucket: usize) -> usize {
 /// Kept per shard so the hot path takes no lock but its shard's.
 #[derive(Default)]
 struct ShardTenants {
-    ids: HashMap<Box<str>, u32>,
+    /// Every look-up asks it for its tenant, so it hashes like the ID maps (`hashing`).
+    ids: hashing::Map<Box<str>, u32>,
     names: Vec<TenantRefs>,
     free: Vec<u32>,
 }
@@ -282,12 +306,20 @@ impl Shard {
         let tenant_id = self.tenants.id(tenant)?;
         let slot = self.slots.get(ix)?;
         let parts = split_entry(&slot.data)?;
-        let same = slot.tenant == tenant_id && parts.key_form == key.form && parts.key == key.bytes;
+        let same =
+            slot.tenant == tenant_id && parts.key_form == key.form && parts.key == key.bytes();
         same.then_some(ix)
     }
 
     /// The answer, and the change in live entries (an expired negative entry is dropped).
-    pub(super) fn get(&mut self, tenant: &str, key: &ProbeKey, now_ms: u64) -> (Lookup, i64) {
+    /// `now_ms` is asked only for a negative entry: reading the clock for every hit was a
+    /// measurable part of a warm look-up.
+    pub(super) fn get(
+        &mut self,
+        tenant: &str,
+        key: &ProbeKey,
+        now_ms: impl FnOnce() -> u64,
+    ) -> (Lookup, i64) {
         let Some(ix) = self.find(tenant, key) else {
             return (Lookup::Miss, 0);
         };
@@ -296,7 +328,7 @@ impl Shard {
         };
         let answer = match split_entry(&slot.data) {
             Some(e) if e.value_form == NEGATIVE => {
-                if now_ms < deadline(e.value) {
+                if now_ms() < deadline(e.value) {
                     Some(Lookup::Failed)
                 } else {
                     None

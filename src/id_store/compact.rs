@@ -26,25 +26,38 @@ const SEXTETS: [u8; 256] = {
 };
 const NOT_REST: u8 = 0xff;
 
-fn sextet(c: u8) -> Option<u32> {
-    let v = SEXTETS[usize::from(c)];
-    (v != NOT_REST).then_some(u32::from(v))
+fn sextet(c: u8) -> u8 {
+    SEXTETS[usize::from(c)]
 }
 
 /// Appends the compact form of `id` to `out` and returns its form tag.
 pub(super) fn compact_into(id: &str, out: &mut Vec<u8>) -> u8 {
     let start = out.len();
-    match decode_rest(id.as_bytes(), out) {
-        Some(form) => form,
-        None => {
-            out.truncate(start);
-            out.extend_from_slice(id.as_bytes());
-            RAW
-        }
-    }
+    // The compact form is never longer than the ID (`compact_to`).
+    out.resize(start + id.len(), 0);
+    let (form, len) = out
+        .get_mut(start..)
+        .and_then(|room| compact_to(id, room))
+        .unwrap_or((RAW, 0));
+    out.truncate(start + len);
+    form
 }
 
-fn decode_rest(s: &[u8], out: &mut Vec<u8>) -> Option<u8> {
+/// Writes the compact form of `id` to the start of `out` and returns its form tag and
+/// length, which is at most `id.len()`; `None` only when `out` is shorter than that. Every
+/// look-up compacts its ID, into a stack buffer, so the probe allocates nothing.
+pub(super) fn compact_to(id: &str, out: &mut [u8]) -> Option<(u8, usize)> {
+    let raw = id.as_bytes();
+    if let Some(decoded) = decode_rest(raw, out) {
+        return Some(decoded);
+    }
+    out.get_mut(..raw.len())?.copy_from_slice(raw);
+    Some((RAW, raw.len()))
+}
+
+/// Strict decoding of REST-alphabet base64, four characters at a time: `None` unless the
+/// text re-encodes to exactly itself (canonical padding and zero left-over bits).
+fn decode_rest(s: &[u8], out: &mut [u8]) -> Option<(u8, usize)> {
     let body_len = s.iter().rposition(|&c| c != b'=').map_or(0, |i| i + 1);
     let (body, padding) = s.split_at_checked(body_len)?;
     let rem = body.len() % 4;
@@ -54,46 +67,87 @@ fn decode_rest(s: &[u8], out: &mut Vec<u8>) -> Option<u8> {
         (p, r) if r != 0 && p == 4 - r => BASE64_PADDED,
         _ => return None,
     };
-    out.reserve(body.len() * 3 / 4 + 1);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for &c in body {
-        acc = (acc << 6) | sextet(c)?;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
+    let chunks = body.chunks_exact(4);
+    let tail = chunks.remainder();
+    let whole = chunks.len() * 3;
+    let len = whole + tail.len().saturating_sub(1);
+    let (body_out, tail_out) = out.get_mut(..len)?.split_at_mut(whole);
+    // A character outside the alphabet sets bit 7 of `seen` (`NOT_REST` is 0xff).
+    let mut seen = 0u8;
+    for (chunk, slot) in chunks.zip(body_out.chunks_exact_mut(3)) {
+        let &[a, b, c, d] = chunk else {
+            return None;
+        };
+        let (a, b, c, d) = (sextet(a), sextet(b), sextet(c), sextet(d));
+        seen |= a | b | c | d;
+        let v = (u32::from(a) << 18) | (u32::from(b) << 12) | (u32::from(c) << 6) | u32::from(d);
+        let [_, x, y, z] = v.to_be_bytes();
+        slot.copy_from_slice(&[x, y, z]);
     }
     // Left-over bits must be zero: otherwise two spellings would decode to the same bytes.
-    (acc == 0).then_some(form)
+    let left_over = match *tail {
+        [] => 0,
+        [a, b] => {
+            let (a, b) = (sextet(a), sextet(b));
+            seen |= a | b;
+            let v = (u32::from(a) << 6) | u32::from(b);
+            // Twelve bits: one byte and four left over; `as u8` keeps the byte.
+            tail_out.copy_from_slice(&[(v >> 4) as u8]);
+            v & 0x0f
+        }
+        [a, b, c] => {
+            let (a, b, c) = (sextet(a), sextet(b), sextet(c));
+            seen |= a | b | c;
+            let v = (u32::from(a) << 12) | (u32::from(b) << 6) | u32::from(c);
+            tail_out.copy_from_slice(&[(v >> 10) as u8, (v >> 2) as u8]);
+            v & 0x03
+        }
+        _ => return None,
+    };
+    (seen & 0x80 == 0 && left_over == 0).then_some((form, len))
 }
 
 pub(super) fn expand(form: u8, bytes: &[u8]) -> Option<String> {
     match form {
         RAW => std::str::from_utf8(bytes).ok().map(str::to_owned),
         BASE64 | BASE64_PADDED => {
-            let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
-            for chunk in bytes.chunks(3) {
-                let b = [
-                    chunk.first().copied().unwrap_or(0),
-                    chunk.get(1).copied().unwrap_or(0),
-                    chunk.get(2).copied().unwrap_or(0),
-                ];
-                let v = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-                for k in 0..=chunk.len() {
-                    // Masked to six bits, so the index is always in the 64-entry alphabet.
-                    let c = REST_ALPHABET[(v >> (18 - 6 * k) & 63) as usize];
-                    s.push(char::from(c));
-                }
-                if form == BASE64_PADDED {
-                    for _ in chunk.len()..3 {
-                        s.push('=');
+            let mut s = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
+            // Masked to six bits, so the index is always in the 64-entry alphabet.
+            let char_at = |v: u32, shift: u32| REST_ALPHABET[(v >> shift & 63) as usize];
+            let chunks = bytes.chunks_exact(3);
+            let tail = chunks.remainder();
+            for chunk in chunks {
+                let &[a, b, c] = chunk else {
+                    return None;
+                };
+                let v = u32::from_be_bytes([0, a, b, c]);
+                s.extend_from_slice(&[
+                    char_at(v, 18),
+                    char_at(v, 12),
+                    char_at(v, 6),
+                    char_at(v, 0),
+                ]);
+            }
+            match *tail {
+                [] => {}
+                [a] => {
+                    let v = u32::from_be_bytes([0, a, 0, 0]);
+                    s.extend_from_slice(&[char_at(v, 18), char_at(v, 12)]);
+                    if form == BASE64_PADDED {
+                        s.extend_from_slice(b"==");
                     }
                 }
+                [a, b] => {
+                    let v = u32::from_be_bytes([0, a, b, 0]);
+                    s.extend_from_slice(&[char_at(v, 18), char_at(v, 12), char_at(v, 6)]);
+                    if form == BASE64_PADDED {
+                        s.push(b'=');
+                    }
+                }
+                _ => return None,
             }
-            Some(s)
+            // Only alphabet characters and `=` were written: ASCII.
+            String::from_utf8(s).ok()
         }
         _ => None,
     }
@@ -115,6 +169,103 @@ pub(super) mod tests {
                 (x >> 24) as u8
             })
             .collect()
+    }
+
+    /// The bit-at-a-time decoder that `decode_rest` replaced, kept as its reference.
+    fn compact_reference(id: &str) -> (u8, Vec<u8>) {
+        fn decode(s: &[u8], out: &mut Vec<u8>) -> Option<u8> {
+            let body_len = s.iter().rposition(|&c| c != b'=').map_or(0, |i| i + 1);
+            let (body, padding) = s.split_at(body_len);
+            let form = match (padding.len(), body.len() % 4) {
+                (_, 1) => return None,
+                (0, _) if !body.is_empty() => BASE64,
+                (p, r) if r != 0 && p == 4 - r => BASE64_PADDED,
+                _ => return None,
+            };
+            let (mut acc, mut bits) = (0u32, 0);
+            for &c in body {
+                let v = REST_ALPHABET.iter().position(|&a| a == c)?;
+                acc = (acc << 6) | v as u32;
+                bits += 6;
+                if bits >= 8 {
+                    bits -= 8;
+                    out.push((acc >> bits) as u8);
+                    acc &= (1 << bits) - 1;
+                }
+            }
+            (acc == 0).then_some(form)
+        }
+        let mut out = Vec::new();
+        match decode(id.as_bytes(), &mut out) {
+            Some(form) => (form, out),
+            None => (RAW, id.as_bytes().to_vec()),
+        }
+    }
+
+    /// The character-at-a-time encoder that `expand` replaced, kept as its reference.
+    fn expand_reference(form: u8, bytes: &[u8]) -> String {
+        let mut s = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [0, 1, 2].map(|i| chunk.get(i).copied().unwrap_or(0));
+            let v = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+            for k in 0..=chunk.len() {
+                s.push(char::from(REST_ALPHABET[(v >> (18 - 6 * k) & 63) as usize]));
+            }
+            if form == BASE64_PADDED {
+                s.extend(std::iter::repeat_n('=', 3 - chunk.len()));
+            }
+        }
+        s
+    }
+
+    fn assert_agrees_with_the_references(id: &str) {
+        let (form, bytes) = compact_reference(id);
+        let mut out = vec![7u8];
+        assert_eq!(compact_into(id, &mut out), form, "{id}");
+        assert_eq!(&out[1..], bytes.as_slice(), "{id}");
+        let mut room = vec![0u8; id.len()];
+        assert_eq!(compact_to(id, &mut room), Some((form, bytes.len())), "{id}");
+        assert_eq!(&room[..bytes.len()], bytes.as_slice(), "{id}");
+        if form != RAW {
+            assert_eq!(expand(form, &bytes), Some(expand_reference(form, &bytes)));
+        }
+    }
+
+    #[test]
+    fn chunked_codec_agrees_with_the_bit_at_a_time_one() {
+        let alphabet = b"ABab09_-=+/";
+        for n in 0..20_000u64 {
+            let len = (n % 23) as usize;
+            let s: String = bytes(n, len)
+                .iter()
+                .map(|b| char::from(alphabet[usize::from(*b) % alphabet.len()]))
+                .collect();
+            assert_agrees_with_the_references(&s);
+        }
+        for len in 0..40 {
+            let b = bytes(len as u64, len);
+            for form in [BASE64, BASE64_PADDED] {
+                let text = expand_reference(form, &b);
+                assert_eq!(expand(form, &b).as_deref(), Some(text.as_str()));
+                assert_agrees_with_the_references(&text);
+            }
+        }
+        assert_eq!(compact_to("AAAA", &mut [0u8; 2]), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn chunked_codec_agrees_on_any_text(
+            id in "[A-Za-z0-9_=+/-]{0,200}|\\PC{0,40}",
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+        ) {
+            assert_agrees_with_the_references(&id);
+            for form in [BASE64, BASE64_PADDED] {
+                let text = expand_reference(form, &bytes);
+                proptest::prop_assert_eq!(expand(form, &bytes), Some(text.clone()));
+                assert_agrees_with_the_references(&text);
+            }
+        }
     }
 
     #[test]

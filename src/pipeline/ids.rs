@@ -86,6 +86,7 @@ impl Proxy {
             return Ok((body, rewrote));
         }
         let lookup = |id: &str| map.get(id).cloned();
+        let borrowed = |id: &str| map.get(id).map(String::as_str);
 
         if let Some(applied) = id_rewrite::apply_to_target(&target, &ids.sources, &lookup) {
             match applied.output.parse::<http::uri::PathAndQuery>() {
@@ -109,15 +110,16 @@ impl Proxy {
         let body = match body {
             Outgoing::Held { bytes, batch } if !bytes.is_empty() => {
                 let rewritten = match &scan {
-                    BodyScan::Batch(_) => id_rewrite::apply_to_batch(&bytes, &ids.sources, &lookup),
-                    BodyScan::Json(json) => json.apply(&bytes, &lookup),
+                    BodyScan::Batch(_) => id_rewrite::apply_to_batch(&bytes, &ids.sources, &lookup)
+                        .map(|applied| (applied.output, applied.applied.len())),
+                    BodyScan::Json(json) => json.apply_counted(&bytes, &borrowed),
                     BodyScan::Nothing => None,
                 };
                 match rewritten {
-                    Some(applied) => {
-                        rewrote.count += applied.applied.len();
+                    Some((output, count)) => {
+                        rewrote.count += count;
                         Outgoing::Held {
-                            bytes: applied.output.into(),
+                            bytes: output.into(),
                             batch,
                         }
                     }
@@ -149,10 +151,8 @@ impl Proxy {
                 return None;
             }
         };
-        let lookup = |id: &str| map.get(id).cloned();
-        let rewritten = scan.apply(body, &lookup)?;
-        let count = rewritten.applied.len();
-        Some((rewritten.output, count))
+        let lookup = |id: &str| map.get(id).map(String::as_str);
+        scan.apply_counted(body, &lookup)
     }
 
     /// A 404 for a rewritten ID: the item is gone, so its mapping is forgotten.
