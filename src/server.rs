@@ -491,7 +491,7 @@ where
         // a TLS stream and its handshake.
         match self.tls.clone() {
             None => {
-                let task = sniff(stream, handshake_timeout, protocols.upgrades)
+                let task = sniff(stream, protocols.upgrades)
                     .then(move |sniffed| {
                         OptionFuture::from(sniffed.map(|(stream, speaks)| {
                             protocols.serve(TokioIo::new(stream), speaks, service, watcher)
@@ -537,27 +537,20 @@ where
 
 /// What a plain connection speaks, from its first bytes, looked at without taking them
 /// (`peek`) so that hyper reads them into its own buffer. `None` (logged) when the client
-/// closes, fails or sends nothing within `timeout`. With `upgrades`, nothing is looked at:
-/// hyper-util's `auto` finds out itself.
-async fn sniff(
-    stream: TcpStream,
-    timeout: Duration,
-    upgrades: bool,
-) -> Option<(TcpStream, Speaks)> {
+/// closes or fails first. Like hyper-util's detection before it, this waits as long as the
+/// client says nothing: hyper's `header_read_timeout` starts with the first bytes. With
+/// `upgrades`, nothing is looked at: hyper-util's `auto` finds out itself.
+async fn sniff(stream: TcpStream, upgrades: bool) -> Option<(TcpStream, Speaks)> {
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     if upgrades {
         return Some((stream, Speaks::Unknown));
     }
     let mut first = [0u8; PREFACE.len()];
-    let seen = match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
-        Ok(Ok(0)) => return None,
-        Ok(Ok(n)) => &first[..n],
-        Ok(Err(e)) => {
+    let seen = match stream.peek(&mut first).await {
+        Ok(0) => return None,
+        Ok(n) => &first[..n],
+        Err(e) => {
             debug!(error = %e, "connection failed before its first request");
-            return None;
-        }
-        Err(_) => {
-            debug!("no request within header_read_timeout");
             return None;
         }
     };
