@@ -37,6 +37,8 @@
 //! tests lives apart in `sim/`, and product code never reaches into it.
 
 #![forbid(unsafe_code)]
+// Bad input gets an answer, never a panic: outside tests, no unwrap() or expect().
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
 pub mod admit;

@@ -6,6 +6,8 @@
 //! line each, so scripts and tests can read them.
 
 #![forbid(unsafe_code)]
+// Bad input gets an answer, never a panic: outside tests, no unwrap() or expect().
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
