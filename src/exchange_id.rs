@@ -570,6 +570,12 @@ fn decode_unpadded(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<usi
     }
 }
 
+/// Strict unpadded base64 in Graph's REST alphabet (`REST_TABLE`): the ID cache stores REST
+/// IDs decoded with it. Returns the number of bytes written to `out`.
+pub(crate) fn decode_rest_unpadded(text: &[u8], out: &mut [u8]) -> Option<usize> {
+    decode_unpadded(text, &REST_TABLE, out)
+}
+
 /// The decoder under `decode_unpadded`: a table entry's low six bits are the sextet and its
 /// top two are flags (`NOT_BASE64` has both), ORed over the whole text and returned with
 /// the number of bytes written. Four characters at a time: this runs on every ID-shaped

@@ -13,23 +13,6 @@ pub(super) const BASE64_PADDED: u8 = 2;
 const REST_ALPHABET: &[u8; 64] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 
-/// Byte -> its value in `REST_ALPHABET`, or `NOT_REST` (every ID of a rewritten body is
-/// decoded here once per look-up, so a table rather than a chain of ranges).
-const SEXTETS: [u8; 256] = {
-    let mut table = [NOT_REST; 256];
-    let mut i = 0;
-    while i < REST_ALPHABET.len() {
-        table[REST_ALPHABET[i] as usize] = i as u8;
-        i += 1;
-    }
-    table
-};
-const NOT_REST: u8 = 0xff;
-
-fn sextet(c: u8) -> u8 {
-    SEXTETS[usize::from(c)]
-}
-
 /// Appends the compact form of `id` to `out` and returns its form tag.
 pub(super) fn compact_into(id: &str, out: &mut Vec<u8>) -> u8 {
     let start = out.len();
@@ -55,8 +38,9 @@ pub(super) fn compact_to(id: &str, out: &mut [u8]) -> Option<(u8, usize)> {
     Some((RAW, raw.len()))
 }
 
-/// Strict decoding of REST-alphabet base64, four characters at a time: `None` unless the
-/// text re-encodes to exactly itself (canonical padding and zero left-over bits).
+/// Strict decoding of REST-alphabet base64 (`exchange_id`'s decoder, which `classify` runs
+/// on the same IDs): `None` unless the text re-encodes to exactly itself (canonical padding
+/// and zero left-over bits).
 fn decode_rest(s: &[u8], out: &mut [u8]) -> Option<(u8, usize)> {
     let body_len = s.iter().rposition(|&c| c != b'=').map_or(0, |i| i + 1);
     let (body, padding) = s.split_at_checked(body_len)?;
@@ -67,44 +51,8 @@ fn decode_rest(s: &[u8], out: &mut [u8]) -> Option<(u8, usize)> {
         (p, r) if r != 0 && p == 4 - r => BASE64_PADDED,
         _ => return None,
     };
-    let chunks = body.chunks_exact(4);
-    let tail = chunks.remainder();
-    let whole = chunks.len() * 3;
-    let len = whole + tail.len().saturating_sub(1);
-    let (body_out, tail_out) = out.get_mut(..len)?.split_at_mut(whole);
-    // A character outside the alphabet sets bit 7 of `seen` (`NOT_REST` is 0xff).
-    let mut seen = 0u8;
-    for (chunk, slot) in chunks.zip(body_out.chunks_exact_mut(3)) {
-        let &[a, b, c, d] = chunk else {
-            return None;
-        };
-        let (a, b, c, d) = (sextet(a), sextet(b), sextet(c), sextet(d));
-        seen |= a | b | c | d;
-        let v = (u32::from(a) << 18) | (u32::from(b) << 12) | (u32::from(c) << 6) | u32::from(d);
-        let [_, x, y, z] = v.to_be_bytes();
-        slot.copy_from_slice(&[x, y, z]);
-    }
-    // Left-over bits must be zero: otherwise two spellings would decode to the same bytes.
-    let left_over = match *tail {
-        [] => 0,
-        [a, b] => {
-            let (a, b) = (sextet(a), sextet(b));
-            seen |= a | b;
-            let v = (u32::from(a) << 6) | u32::from(b);
-            // Twelve bits: one byte and four left over; `as u8` keeps the byte.
-            tail_out.copy_from_slice(&[(v >> 4) as u8]);
-            v & 0x0f
-        }
-        [a, b, c] => {
-            let (a, b, c) = (sextet(a), sextet(b), sextet(c));
-            seen |= a | b | c;
-            let v = (u32::from(a) << 12) | (u32::from(b) << 6) | u32::from(c);
-            tail_out.copy_from_slice(&[(v >> 10) as u8, (v >> 2) as u8]);
-            v & 0x03
-        }
-        _ => return None,
-    };
-    (seen & 0x80 == 0 && left_over == 0).then_some((form, len))
+    let len = crate::exchange_id::decode_rest_unpadded(body, out)?;
+    Some((form, len))
 }
 
 pub(super) fn expand(form: u8, bytes: &[u8]) -> Option<String> {
