@@ -475,3 +475,92 @@ fn a_corrupt_store_file_is_a_clear_startup_error_naming_rewrite_store() {
     assert!(out.stdout.is_empty(), "no port was bound");
     assert!(String::from_utf8_lossy(&out.stderr).contains("rewrite.store"));
 }
+
+/// A relay in front of the simulator that drops the first connection whose first request
+/// is a translateExchangeIds call, after reading its head and before any answer: what the
+/// proxy sees when Graph closes a pooled connection just as the call is written to it.
+/// Returns the relay's URL and the number of translate calls it has seen.
+async fn relay_dropping_the_first_translate_call(
+    sim: &Sim,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let sim_addr = sim.url.trim_start_matches("http://").to_owned();
+    let translates = Arc::new(AtomicUsize::new(0));
+    let seen = translates.clone();
+    tokio::spawn(async move {
+        while let Ok((mut app_side, _)) = listener.accept().await {
+            let (seen, sim_addr) = (seen.clone(), sim_addr.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match app_side.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let is_translate = String::from_utf8_lossy(&head).contains("translateExchangeIds");
+                if is_translate && seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return; // closed with no answer
+                }
+                let Ok(mut graph_side) = TcpStream::connect(&sim_addr).await else {
+                    return;
+                };
+                if graph_side.write_all(&head).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut app_side, &mut graph_side).await;
+                }
+            });
+        }
+    });
+    (url, translates)
+}
+
+#[tokio::test]
+async fn a_translate_call_whose_connection_closed_before_any_answer_is_sent_again() {
+    use std::sync::atomic::Ordering;
+    let sim = Sim::start().await;
+    let (relay, translates_seen) = relay_dropping_the_first_translate_call(&sim).await;
+    let store = TempDir::new("store");
+    // on_error = "fail": a look-up that gave up would answer the app 502.
+    let config = config_for(
+        &relay,
+        &format!(
+            "[rewrite]\nenabled = true\nstore = \"{}\"\non_error = \"fail\"\n",
+            store.join("idmap.redb").display()
+        ),
+    );
+    let proxy = ProxyProcess::start(&config);
+    let client = HttpClient::h1();
+    let regular = stored_regular_ids(&sim, 1).await.remove(0);
+    let through_proxy = format!(
+        "{}/v1.0/users/{ADELE}/messages/{}",
+        proxy.url,
+        enc(&regular)
+    );
+    let (status, body) = get_json(&client, &through_proxy, ADELE).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        translates_seen.load(Ordering::SeqCst),
+        2,
+        "dropped once, then sent again"
+    );
+    assert_eq!(translate_calls(&sim).await, 1, "Graph answered one call");
+    let (_, _, metrics) = client.get(&format!("{}/metrics", proxy.admin)).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("idproxy_upstream_retries_total 1\n"),
+        "{metrics}"
+    );
+    // The mapping was learned: after the move only the proxy still resolves the stored ID.
+    move_directly(&sim, &regular).await;
+    let (status, after) = get_json(&client, &through_proxy, ADELE).await;
+    assert_eq!(status, 200, "{after}");
+    assert!(after["id"].as_str().unwrap().starts_with(IMMUTABLE_PREFIX));
+    assert_eq!(translate_calls(&sim).await, 1, "served from the cache");
+}

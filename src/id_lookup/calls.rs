@@ -4,7 +4,11 @@
 //!
 //! Both carry the caller's own Authorization, `Prefer: IdType="ImmutableId"` and a fresh
 //! `client-request-id`; both read the whole answer (bounded) under the upstream's request
-//! timeout. They never retry (the caller decides) and never log the token.
+//! timeout. Neither retries Graph's answers (the caller decides), but both are read-only,
+//! so one whose connection broke before any answer (Graph closed a pooled keep-alive
+//! connection as it was reused) is sent again on a new connection, at most
+//! `MAX_RESENDS_AFTER_CLOSE` times, as step 6 does for the app's idempotent requests.
+//! They never log the token.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,6 +33,9 @@ const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("client-request-id
 
 /// A 1000-ID answer is about 300 KiB; anything far beyond that is not a translate answer.
 const MAX_ANSWER_BYTES: usize = 8 << 20;
+
+/// How often a call whose connection broke before any answer is sent again.
+const MAX_RESENDS_AFTER_CLOSE: u32 = 2;
 
 /// An ID written into a URL path keeps only RFC 3986 unreserved characters raw, so `=`
 /// becomes `%3D`.
@@ -71,16 +78,19 @@ pub async fn translate_exchange_ids(
         "sourceIdType": call.source.graph_name(),
         "targetIdType": call.target.graph_name(),
     });
+    let body = Bytes::from(body.to_string());
     let request_id = uuid::Uuid::new_v4().to_string();
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(uri)
-        .header(AUTHORIZATION, call.authorization.clone())
-        .header(PREFER, PREFER_IMMUTABLE)
-        .header(CONTENT_TYPE, "application/json")
-        .header(CLIENT_REQUEST_ID, request_id.as_str())
-        .body(ProxyBody::full(body.to_string()))
-        .map_err(|_| LookupError::BadMailboxPath)?;
+    let request = || {
+        Request::builder()
+            .method(Method::POST)
+            .uri(uri.clone())
+            .header(AUTHORIZATION, call.authorization.clone())
+            .header(PREFER, PREFER_IMMUTABLE)
+            .header(CONTENT_TYPE, "application/json")
+            .header(CLIENT_REQUEST_ID, request_id.as_str())
+            .body(ProxyBody::full(body.clone()))
+            .map_err(|_| LookupError::BadMailboxPath)
+    };
     metrics.translate_calls.inc();
     let (status, headers, answer) = exchange(upstream, metrics, request).await?;
     tracing::debug!(
@@ -111,14 +121,16 @@ pub async fn read_immutable_id(
     );
     let uri = mailbox_uri(upstream, &caller.mailbox_path, &tail)?;
     let request_id = uuid::Uuid::new_v4().to_string();
-    let request = Request::builder()
-        .method(Method::GET)
-        .uri(uri)
-        .header(AUTHORIZATION, caller.authorization.clone())
-        .header(PREFER, PREFER_IMMUTABLE)
-        .header(CLIENT_REQUEST_ID, request_id.as_str())
-        .body(ProxyBody::Empty)
-        .map_err(|_| LookupError::BadMailboxPath)?;
+    let request = || {
+        Request::builder()
+            .method(Method::GET)
+            .uri(uri.clone())
+            .header(AUTHORIZATION, caller.authorization.clone())
+            .header(PREFER, PREFER_IMMUTABLE)
+            .header(CLIENT_REQUEST_ID, request_id.as_str())
+            .body(ProxyBody::Empty)
+            .map_err(|_| LookupError::BadMailboxPath)
+    };
     let (status, headers, answer) = exchange(upstream, metrics, request).await?;
     tracing::debug!(client_request_id = %request_id, status = status.as_u16(), "item read for its immutable ID");
     match status {
@@ -151,15 +163,27 @@ fn mailbox_uri(upstream: &Upstream, mailbox_path: &str, tail: &str) -> Result<Ur
 }
 
 /// One request and its whole (bounded) answer, the body under the same deadline as the head.
+/// `request` builds the request afresh for each send (a resend after a broken connection).
 async fn exchange(
     upstream: &Upstream,
     metrics: &Metrics,
-    request: Request<ProxyBody>,
+    request: impl Fn() -> Result<Request<ProxyBody>, LookupError>,
 ) -> Result<(StatusCode, http::HeaderMap, Bytes), LookupError> {
-    let response = upstream.send(request, metrics).await.map_err(|e| match e {
-        ProxyError::UpstreamTimeout(after) => LookupError::Timeout(after),
-        other => LookupError::Unreachable(Arc::new(other)),
-    })?;
+    let mut resent = 0;
+    let response = loop {
+        match upstream.send(request()?, metrics).await {
+            Ok(response) => break response,
+            Err(ProxyError::Upstream(e)) if !e.is_connect() && resent < MAX_RESENDS_AFTER_CLOSE => {
+                // The connection broke before any answer: Graph cannot have acted on a
+                // read-only call, so it simply goes again on a new connection.
+                tracing::debug!(error = %e, "the upstream connection closed under an ID look-up call; sending it again");
+                resent += 1;
+                metrics.upstream_retries.inc();
+            }
+            Err(ProxyError::UpstreamTimeout(after)) => return Err(LookupError::Timeout(after)),
+            Err(other) => return Err(LookupError::Unreachable(Arc::new(other))),
+        }
+    };
     let (parts, body) = response.into_parts();
     let deadline = upstream.request_timeout();
     let collected = tokio::time::timeout(deadline, Limited::new(body, MAX_ANSWER_BYTES).collect())
