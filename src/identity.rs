@@ -3,7 +3,8 @@
 //!
 //! The bearer token's payload is decoded, never verified: Graph access tokens carry a header
 //! nonce that makes third-party verification impossible, and Graph checks them anyway.
-//! Nothing here keeps, logs or prints the token. Anything unreadable (no token, personal
+//! Nothing here keeps, logs or prints the token (each thread remembers the claims of a few
+//! recent payload segments, which without their signature are no credential). Anything unreadable (no token, personal
 //! accounts' opaque tokens, bad base64 or JSON, odd claims) lands in the `unknown` tenant
 //! and never fails the request.
 
@@ -93,17 +94,33 @@ pub struct Identity {
 
 /// Claims of an `Authorization: Bearer <jwt>` value; `None` when it is not a readable JWT.
 pub fn claims_from_authorization(value: &[u8]) -> Option<Claims> {
-    let value = std::str::from_utf8(value).ok()?.trim();
-    let (scheme, token) = value.split_once([' ', '\t'])?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    claims_from_payload(jwt_payload(value)?)
+}
+
+/// The payload segment of an `Authorization: Bearer <jwt>` value, still base64url. Works
+/// on bytes: only the payload needs to be text, and the rest of a token (most of it) is not
+/// looked at beyond finding its dots.
+fn jwt_payload(value: &[u8]) -> Option<&str> {
+    let value = value.trim_ascii();
+    let space = value.iter().position(|&b| b == b' ' || b == b'\t')?;
+    if !value[..space].eq_ignore_ascii_case(b"bearer") {
         return None;
     }
-    let mut parts = token.trim().split('.');
-    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
-    // Five parts would be an encrypted JWE, whose payload we cannot read.
-    if parts.next().is_some() || payload.len() > MAX_PAYLOAD_LEN {
+    let token = value[space + 1..].trim_ascii();
+    let after_header = memchr::memchr(b'.', token)? + 1;
+    let payload_len = memchr::memchr(b'.', &token[after_header..])?;
+    let (payload, signature) = (
+        &token[after_header..after_header + payload_len],
+        &token[after_header + payload_len + 1..],
+    );
+    // A further dot would make an encrypted JWE (five parts), whose payload we cannot read.
+    if memchr::memchr(b'.', signature).is_some() || payload.len() > MAX_PAYLOAD_LEN {
         return None;
     }
+    std::str::from_utf8(payload).ok()
+}
+
+fn claims_from_payload(payload: &str) -> Option<Claims> {
     let json = JWT_BASE64.decode(payload).ok()?;
     let Value::Object(payload) = serde_json::from_slice::<Value>(&json).ok()? else {
         return None;
@@ -114,6 +131,63 @@ pub fn claims_from_authorization(value: &[u8]) -> Option<Claims> {
         oid: sane_claim(&payload, "oid"),
         app_only: payload.contains_key("roles") && !payload.contains_key("scp"),
     })
+}
+
+/// Payloads each thread remembers the claims of.
+const RECENT_PAYLOADS: usize = 4;
+
+/// Longer payloads are decoded every time rather than kept (real ones are 1-2 KiB).
+const MAX_RECENT_PAYLOAD_LEN: usize = 8 * 1024;
+
+/// The claims of the last few token payloads this thread decoded. An app sends the same
+/// token for its whole lifetime (about an hour), and decoding it (base64, then a JSON
+/// object) was a fifth of the proxy's instructions per pass-through request. Keyed by the
+/// payload segment alone: without its signature that is not a usable credential, so no
+/// token is kept. The claims are a pure function of the payload, so a hit is exact.
+#[derive(Default)]
+struct RecentClaims {
+    entries: Vec<(Box<str>, Option<Claims>)>,
+    /// The entry replaced next once all are taken (oldest first).
+    next: usize,
+}
+
+impl RecentClaims {
+    fn claims(&mut self, payload: &str) -> Option<Claims> {
+        if let Some((_, claims)) = self.entries.iter().find(|(seen, _)| **seen == *payload) {
+            return claims.clone();
+        }
+        let claims = claims_from_payload(payload);
+        if payload.len() <= MAX_RECENT_PAYLOAD_LEN {
+            let entry = (Box::from(payload), claims.clone());
+            if self.entries.len() < RECENT_PAYLOADS {
+                self.entries.push(entry);
+            } else {
+                self.entries[self.next] = entry;
+                self.next = (self.next + 1) % RECENT_PAYLOADS;
+            }
+        }
+        claims
+    }
+}
+
+thread_local! {
+    static RECENT_CLAIMS: std::cell::RefCell<RecentClaims> = std::cell::RefCell::default();
+}
+
+/// `claims_from_authorization`, answered from this thread's recent payloads when it can.
+fn recent_claims_from_authorization(value: &[u8]) -> Option<Claims> {
+    let payload = jwt_payload(value)?;
+    let remembered = RECENT_CLAIMS.try_with(|recent| {
+        // Never busy (nothing below calls back here); if it were, decode without it.
+        recent
+            .try_borrow_mut()
+            .map(|mut recent| recent.claims(payload))
+    });
+    match remembered {
+        Ok(Ok(claims)) => claims,
+        // The thread is shutting down, or the cache is in use: decode without it.
+        _ => claims_from_payload(payload),
+    }
 }
 
 /// A string claim fit to be a key: non-empty, bounded, visible ASCII only. GUIDs always are;
@@ -194,7 +268,7 @@ fn without_origin(path: &str) -> &str {
 pub fn identify(headers: &http::HeaderMap, path: &str) -> Identity {
     let claims = headers
         .get(http::header::AUTHORIZATION)
-        .and_then(|value| claims_from_authorization(value.as_bytes()));
+        .and_then(|value| recent_claims_from_authorization(value.as_bytes()));
     let tenant = claims
         .as_ref()
         .and_then(|c| c.tid.clone())
@@ -483,5 +557,105 @@ mod tests {
         }
         let long = format!("/v1.0/users/{}@x.com", "a".repeat(400));
         assert_eq!(mbx(&long), None);
+    }
+
+    #[test]
+    fn recent_claims_answer_exactly_what_decoding_answers() {
+        let payloads: Vec<String> = (0..7)
+            .map(|n| format!(r#"{{"tid":"tenant-{n}","appid":"{APP}","oid":"{OID}"}}"#))
+            .collect();
+        let mut values: Vec<Vec<u8>> = payloads.iter().map(|p| bearer(p)).collect();
+        // Unreadable ones are remembered too, and stay unreadable.
+        let not_json = format!("Bearer e30.{}.s", URL_SAFE_NO_PAD.encode("not json"));
+        values.push(not_json.into_bytes());
+        values.push(b"Basic dXNlcjpwYXNz".to_vec());
+        // The same payload under another signature is the same claims.
+        values.push(
+            format!("Bearer e30.{}.other", URL_SAFE_NO_PAD.encode(&payloads[0])).into_bytes(),
+        );
+        let mut recent = RecentClaims::default();
+        // Round after round, more distinct payloads than entries: hits, misses and
+        // replacements all give what a fresh decode gives.
+        for round in 0..3 {
+            for value in &values {
+                let expected = claims_from_authorization(value);
+                assert_eq!(
+                    recent_claims_from_authorization(value),
+                    expected,
+                    "round {round}"
+                );
+                if let Some(payload) = jwt_payload(value) {
+                    assert_eq!(recent.claims(payload), expected, "round {round}");
+                }
+            }
+        }
+        assert_eq!(recent.entries.len(), RECENT_PAYLOADS);
+        assert_eq!(
+            recent_claims_from_authorization(&values[3]).and_then(|c| c.tid),
+            Some("tenant-3".to_owned())
+        );
+    }
+
+    #[test]
+    fn recent_claims_keep_the_latest_payloads_and_never_a_signature() {
+        let mut recent = RecentClaims::default();
+        let payloads: Vec<String> = (0..RECENT_PAYLOADS + 2)
+            .map(|n| URL_SAFE_NO_PAD.encode(format!(r#"{{"tid":"t{n}"}}"#)))
+            .collect();
+        for payload in &payloads {
+            assert!(recent.claims(payload).is_some());
+        }
+        let kept: Vec<&str> = recent.entries.iter().map(|(p, _)| &**p).collect();
+        for payload in &payloads[2..] {
+            assert!(kept.contains(&payload.as_str()), "{payload} was replaced");
+        }
+        assert!(!kept.contains(&payloads[0].as_str()));
+        assert!(
+            kept.iter().all(|p| !p.contains('.')),
+            "only payload segments"
+        );
+        let long = URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"tid":"t","x":"{}"}}"#,
+            "x".repeat(MAX_RECENT_PAYLOAD_LEN)
+        ));
+        assert_eq!(
+            recent.claims(&long).and_then(|c| c.tid),
+            Some("t".to_owned())
+        );
+        assert!(recent
+            .entries
+            .iter()
+            .all(|(p, _)| p.len() <= MAX_RECENT_PAYLOAD_LEN));
+    }
+
+    /// The text form `jwt_payload` replaced: trim, split at the first blank, split at dots.
+    fn jwt_payload_reference(value: &[u8]) -> Option<&str> {
+        let value = std::str::from_utf8(value).ok()?.trim();
+        let (scheme, token) = value.split_once([' ', '\t'])?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let mut parts = token.trim().split('.');
+        let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || payload.len() > MAX_PAYLOAD_LEN {
+            return None;
+        }
+        Some(payload)
+    }
+
+    proptest::proptest! {
+        /// On text (what real headers are) the byte form finds the same payload.
+        #[test]
+        fn jwt_payload_matches_the_text_form(
+            lead in "[ \t]{0,2}",
+            scheme in proptest::sample::select(vec!["Bearer", "bEaReR", "Basic", "Bearerx", ""]),
+            rest in "[ \t.a-c=_-]{0,16}",
+        ) {
+            let value = format!("{lead}{scheme}{rest}");
+            proptest::prop_assert_eq!(
+                jwt_payload(value.as_bytes()),
+                jwt_payload_reference(value.as_bytes())
+            );
+        }
     }
 }

@@ -107,14 +107,15 @@ impl LinkRewriter {
     /// annotations, no `"headers"` key and no `\u` escape that could spell either. A
     /// byte search, so answers that carry no links skip the JSON scan.
     pub fn may_rewrite(body: &[u8]) -> bool {
-        [
-            &b"@odata.nextLink"[..],
-            b"@odata.deltaLink",
-            b"\"headers\"",
-            b"\\u",
-        ]
-        .iter()
-        .any(|needle| memchr::memmem::find(body, needle).is_some())
+        // Two passes instead of one per needle: the annotations and `\u` each start with a
+        // byte that is rare in JSON, so one scan for either byte checks three needles.
+        let rare = memchr::memchr2_iter(b'@', b'\\', body).any(|at| {
+            let rest = &body[at..];
+            rest.starts_with(b"@odata.nextLink")
+                || rest.starts_with(b"@odata.deltaLink")
+                || rest.starts_with(b"\\u")
+        });
+        rare || memchr::memmem::find(body, b"\"headers\"").is_some()
     }
 
     /// Rewrites paging annotations anywhere in the body (so also inside `$batch`
@@ -216,6 +217,47 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
             assert!(rewriter.rewrite_json(body).unwrap().is_some());
+        }
+    }
+
+    /// The plain form of `may_rewrite`: one search per needle.
+    fn may_rewrite_reference(body: &[u8]) -> bool {
+        [
+            &b"@odata.nextLink"[..],
+            b"@odata.deltaLink",
+            b"\"headers\"",
+            b"\\u",
+        ]
+        .iter()
+        .any(|needle| memchr::memmem::find(body, needle).is_some())
+    }
+
+    proptest::proptest! {
+        /// The two-pass search finds exactly what one search per needle finds.
+        #[test]
+        fn may_rewrite_matches_one_search_per_needle(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[a-z@.\\\\\"u]{0,6}",
+                    proptest::sample::select(vec![
+                        "@odata.nextLink".to_owned(),
+                        "@odata.deltaLin".to_owned(),
+                        "@odata.deltaLink".to_owned(),
+                        "\"headers\"".to_owned(),
+                        "\"header".to_owned(),
+                        "\\u".to_owned(),
+                        "\\".to_owned(),
+                        "@@odata.nextLink".to_owned(),
+                    ]),
+                ],
+                0..8,
+            ),
+        ) {
+            let body = parts.concat();
+            proptest::prop_assert_eq!(
+                LinkRewriter::may_rewrite(body.as_bytes()),
+                may_rewrite_reference(body.as_bytes())
+            );
         }
     }
 

@@ -165,7 +165,8 @@ impl Proxy {
         let close_after = req.version() <= http::Version::HTTP_11
             && req.headers().contains_key(http::header::TRANSFER_ENCODING);
         let method = req.method().clone();
-        let path = short_path(req.uri().path());
+        // Shortened only when a log line is written (the access log is off below `info`).
+        let uri = req.uri().clone();
         let mut exchange = Exchange {
             request_id: forward::ensure_client_request_id(req.headers_mut()),
             tenant: "unknown".to_owned(),
@@ -178,6 +179,7 @@ impl Proxy {
             Err(error) => {
                 let status = error.status();
                 let cause = error_chain(&error);
+                let path = short_path(uri.path());
                 if status.is_server_error() {
                     warn!(request_id = %exchange.request_id, %method, %path, error = %cause, "request failed");
                 } else {
@@ -201,7 +203,7 @@ impl Proxy {
         info!(
             target: "access",
             %method,
-            %path,
+            path = %short_path(uri.path()),
             status,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             tenant,
