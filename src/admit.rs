@@ -809,11 +809,11 @@ mod tests {
     }
 
     fn tenant(id: &str) -> TenantId {
-        TenantId(id.to_owned())
+        TenantId(id.into())
     }
 
     fn app() -> AppId {
-        AppId("app-1".to_owned())
+        AppId("app-1".into())
     }
 
     fn mbx(m: &str) -> Mailbox {

@@ -253,8 +253,7 @@ impl Plan {
         authorization.set_sensitive(true);
         let tenant = identity::claims_from_authorization(authorization.as_bytes())
             .and_then(|claims| claims.tid)
-            .map_or_else(TenantId::unknown, TenantId)
-            .0;
+            .unwrap_or_else(|| TenantId::unknown().as_str().to_owned());
         Ok(Plan {
             config,
             authorization,

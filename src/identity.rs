@@ -9,6 +9,7 @@
 //! and never fails the request.
 
 use std::borrow::Cow;
+use std::sync::{Arc, LazyLock};
 
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -35,12 +36,17 @@ const JWT_BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
+/// Shared text: a request's tenant and app are cloned into limiter keys, the access log
+/// and ID look-ups, and a clone is a count, not a copy.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TenantId(pub String);
+pub struct TenantId(pub Arc<str>);
+
+/// `unknown`, allocated once.
+static UNKNOWN_NAME: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(UNKNOWN));
 
 impl TenantId {
     pub fn unknown() -> Self {
-        Self(UNKNOWN.to_owned())
+        Self(UNKNOWN_NAME.clone())
     }
 
     pub fn as_str(&self) -> &str {
@@ -49,11 +55,11 @@ impl TenantId {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AppId(pub String);
+pub struct AppId(pub Arc<str>);
 
 impl AppId {
     pub fn unknown() -> Self {
-        Self(UNKNOWN.to_owned())
+        Self(UNKNOWN_NAME.clone())
     }
 
     pub fn as_str(&self) -> &str {
@@ -89,7 +95,8 @@ pub struct Identity {
     pub tenant: TenantId,
     pub app: AppId,
     pub mailbox: Option<Mailbox>,
-    pub claims: Option<Claims>,
+    /// Shared with the thread's recent payloads (see `RecentClaims`).
+    pub claims: Option<Arc<Claims>>,
 }
 
 /// Claims of an `Authorization: Bearer <jwt>` value; `None` when it is not a readable JWT.
@@ -146,19 +153,45 @@ const MAX_RECENT_PAYLOAD_LEN: usize = 8 * 1024;
 /// token is kept. The claims are a pure function of the payload, so a hit is exact.
 #[derive(Default)]
 struct RecentClaims {
-    entries: Vec<(Box<str>, Option<Claims>)>,
+    entries: Vec<(Box<str>, Named)>,
     /// The entry replaced next once all are taken (oldest first).
     next: usize,
 }
 
-impl RecentClaims {
-    fn claims(&mut self, payload: &str) -> Option<Claims> {
-        if let Some((_, claims)) = self.entries.iter().find(|(seen, _)| **seen == *payload) {
-            return claims.clone();
+/// What identify takes from a token: its claims, and the tenant and app they name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Named {
+    claims: Option<Arc<Claims>>,
+    tenant: TenantId,
+    app: AppId,
+}
+
+impl Named {
+    fn new(claims: Option<Claims>) -> Named {
+        let tenant = claims
+            .as_ref()
+            .and_then(|c| c.tid.as_deref())
+            .map_or_else(TenantId::unknown, |tid| TenantId(tid.into()));
+        let app = claims
+            .as_ref()
+            .and_then(|c| c.app.as_deref())
+            .map_or_else(AppId::unknown, |app| AppId(app.into()));
+        Named {
+            claims: claims.map(Arc::new),
+            tenant,
+            app,
         }
-        let claims = claims_from_payload(payload);
+    }
+}
+
+impl RecentClaims {
+    fn named(&mut self, payload: &str) -> Named {
+        if let Some((_, named)) = self.entries.iter().find(|(seen, _)| **seen == *payload) {
+            return named.clone();
+        }
+        let named = Named::new(claims_from_payload(payload));
         if payload.len() <= MAX_RECENT_PAYLOAD_LEN {
-            let entry = (Box::from(payload), claims.clone());
+            let entry = (Box::from(payload), named.clone());
             if self.entries.len() < RECENT_PAYLOADS {
                 self.entries.push(entry);
             } else {
@@ -166,7 +199,7 @@ impl RecentClaims {
                 self.next = (self.next + 1) % RECENT_PAYLOADS;
             }
         }
-        claims
+        named
     }
 }
 
@@ -174,19 +207,22 @@ thread_local! {
     static RECENT_CLAIMS: std::cell::RefCell<RecentClaims> = std::cell::RefCell::default();
 }
 
-/// `claims_from_authorization`, answered from this thread's recent payloads when it can.
-fn recent_claims_from_authorization(value: &[u8]) -> Option<Claims> {
-    let payload = jwt_payload(value)?;
+/// The claims of an Authorization value and what they name, answered from this thread's
+/// recent payloads when it can. Anything unreadable names `unknown`.
+fn named_by_authorization(value: &[u8]) -> Named {
+    let Some(payload) = jwt_payload(value) else {
+        return Named::new(None);
+    };
     let remembered = RECENT_CLAIMS.try_with(|recent| {
         // Never busy (nothing below calls back here); if it were, decode without it.
         recent
             .try_borrow_mut()
-            .map(|mut recent| recent.claims(payload))
+            .map(|mut recent| recent.named(payload))
     });
     match remembered {
-        Ok(Ok(claims)) => claims,
+        Ok(Ok(named)) => named,
         // The thread is shutting down, or the cache is in use: decode without it.
-        _ => claims_from_payload(payload),
+        _ => Named::new(claims_from_payload(payload)),
     }
 }
 
@@ -266,18 +302,15 @@ fn without_origin(path: &str) -> &str {
 /// Step 1: tenant, app and mailbox of one request. Never fails: what cannot be read is
 /// `unknown` (tenant, app) or `None` (mailbox).
 pub fn identify(headers: &http::HeaderMap, path: &str) -> Identity {
-    let claims = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|value| recent_claims_from_authorization(value.as_bytes()));
-    let tenant = claims
-        .as_ref()
-        .and_then(|c| c.tid.clone())
-        .map_or_else(TenantId::unknown, TenantId);
-    let app = claims
-        .as_ref()
-        .and_then(|c| c.app.clone())
-        .map_or_else(AppId::unknown, AppId);
-    let mailbox = mailbox_from_path(path, claims.as_ref());
+    let Named {
+        claims,
+        tenant,
+        app,
+    } = headers.get(http::header::AUTHORIZATION).map_or_else(
+        || Named::new(None),
+        |value| named_by_authorization(value.as_bytes()),
+    );
+    let mailbox = mailbox_from_path(path, claims.as_deref());
     Identity {
         tenant,
         app,
@@ -451,7 +484,7 @@ mod tests {
                 tenant: TenantId(TID.into()),
                 app: AppId(APP.into()),
                 mailbox: Some(Mailbox(OID.into())),
-                claims: Some(delegated()),
+                claims: Some(Arc::new(delegated())),
             }
         );
     }
@@ -569,6 +602,8 @@ mod tests {
         let not_json = format!("Bearer e30.{}.s", URL_SAFE_NO_PAD.encode("not json"));
         values.push(not_json.into_bytes());
         values.push(b"Basic dXNlcjpwYXNz".to_vec());
+        // No tenant or app claim: unknown.
+        values.push(bearer(r#"{"oid":"x"}"#));
         // The same payload under another signature is the same claims.
         values.push(
             format!("Bearer e30.{}.other", URL_SAFE_NO_PAD.encode(&payloads[0])).into_bytes(),
@@ -578,22 +613,23 @@ mod tests {
         // replacements all give what a fresh decode gives.
         for round in 0..3 {
             for value in &values {
-                let expected = claims_from_authorization(value);
-                assert_eq!(
-                    recent_claims_from_authorization(value),
-                    expected,
-                    "round {round}"
-                );
+                let expected = Named::new(claims_from_authorization(value));
+                assert_eq!(named_by_authorization(value), expected, "round {round}");
                 if let Some(payload) = jwt_payload(value) {
-                    assert_eq!(recent.claims(payload), expected, "round {round}");
+                    assert_eq!(recent.named(payload), expected, "round {round}");
                 }
             }
         }
         assert_eq!(recent.entries.len(), RECENT_PAYLOADS);
+        let named = named_by_authorization(&values[3]);
+        assert_eq!(named.tenant.as_str(), "tenant-3");
+        assert_eq!(named.app.as_str(), APP);
+        let unknown = named_by_authorization(&values[9]);
         assert_eq!(
-            recent_claims_from_authorization(&values[3]).and_then(|c| c.tid),
-            Some("tenant-3".to_owned())
+            (unknown.tenant.as_str(), unknown.app.as_str()),
+            (UNKNOWN, UNKNOWN)
         );
+        assert!(unknown.claims.is_some());
     }
 
     #[test]
@@ -603,7 +639,7 @@ mod tests {
             .map(|n| URL_SAFE_NO_PAD.encode(format!(r#"{{"tid":"t{n}"}}"#)))
             .collect();
         for payload in &payloads {
-            assert!(recent.claims(payload).is_some());
+            assert!(recent.named(payload).claims.is_some());
         }
         let kept: Vec<&str> = recent.entries.iter().map(|(p, _)| &**p).collect();
         for payload in &payloads[2..] {
@@ -618,10 +654,7 @@ mod tests {
             r#"{{"tid":"t","x":"{}"}}"#,
             "x".repeat(MAX_RECENT_PAYLOAD_LEN)
         ));
-        assert_eq!(
-            recent.claims(&long).and_then(|c| c.tid),
-            Some("t".to_owned())
-        );
+        assert_eq!(recent.named(&long).tenant.as_str(), "t");
         assert!(recent
             .entries
             .iter()

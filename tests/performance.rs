@@ -308,9 +308,9 @@ async fn a_million_limiter_keys_are_measured() {
         tenants: Default::default(),
     };
     let limits = Limits::new(&config, Arc::new(Metrics::new()));
-    let app = AppId("11111111-2222-3333-4444-555555555555".to_owned());
+    let app = AppId("11111111-2222-3333-4444-555555555555".into());
     let tenant_ids: Vec<TenantId> = (0..tenants)
-        .map(|t| TenantId(format!("6e6e7a6c-6f73-4f6e-9a6f-{t:012x}")))
+        .map(|t| TenantId(format!("6e6e7a6c-6f73-4f6e-9a6f-{t:012x}").into()))
         .collect();
     let before = self_rss_kib();
     for i in 0..count {

@@ -30,7 +30,7 @@ use crate::errors::ProxyError;
 use crate::forward;
 use crate::id_lookup::IdLookup;
 use crate::id_store::IdStore;
-use crate::identity::{identify, mailbox_from_path, Identity, Mailbox};
+use crate::identity::{identify, mailbox_from_path, Identity, Mailbox, TenantId};
 use crate::links::LinkRewriter;
 use crate::metrics::Metrics;
 use crate::prefer::{self, SkipList};
@@ -79,7 +79,7 @@ pub struct Proxy {
 struct Exchange {
     request_id: String,
     /// The caller's tenant, for the access log ("unknown" until identified).
-    tenant: String,
+    tenant: TenantId,
     attempts: u32,
     rewritten_ids: usize,
 }
@@ -169,7 +169,7 @@ impl Proxy {
         let uri = req.uri().clone();
         let mut exchange = Exchange {
             request_id: forward::ensure_client_request_id(req.headers_mut()),
-            tenant: "unknown".to_owned(),
+            tenant: TenantId::unknown(),
             attempts: 0,
             rewritten_ids: 0,
         };
@@ -225,7 +225,7 @@ impl Proxy {
         // 1. identify: tenant, app and mailbox, from the token's claims and the path. Comes
         //    first because admission is keyed on it.
         let identity = identify(&parts.headers, parts.uri.path());
-        exchange.tenant = identity.tenant.as_str().to_owned();
+        exchange.tenant = identity.tenant.clone();
 
         // A $batch body is read now, before admission: each of its sub-requests is charged
         // to its own mailbox, and steps 3 and 4 edit them. Every other body streams.
@@ -287,7 +287,7 @@ impl Proxy {
             Some(urls) => {
                 let mut mailboxes: Vec<(Mailbox, u32)> = Vec::new();
                 for url in urls {
-                    if let Some(mailbox) = mailbox_from_path(url, identity.claims.as_ref()) {
+                    if let Some(mailbox) = mailbox_from_path(url, identity.claims.as_deref()) {
                         match mailboxes.iter_mut().find(|(m, _)| *m == mailbox) {
                             Some((_, cost)) => *cost += 1,
                             None => mailboxes.push((mailbox, 1)),

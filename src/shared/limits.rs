@@ -654,7 +654,7 @@ fn tenant_key(kind: &str, tenant: &TenantId) -> Bytes {
 /// `idproxy:{kind}:m:{app length}:{app}:{mailbox}`: the length keeps an app id that
 /// contains `:` from meeting another app's mailbox.
 fn mailbox_key(kind: &str, app: &AppId, mailbox: &Mailbox) -> Bytes {
-    let app = app.0.as_str();
+    let app = app.as_str();
     Bytes::from(format!(
         "idproxy:{kind}:m:{}:{app}:{}",
         app.len(),
