@@ -16,19 +16,22 @@ use crate::errors::ProxyError;
 
 pub const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("client-request-id");
 
-/// Hop-by-hop by definition, whatever `Connection` says. `proxy-connection` is the
-/// non-standard one old clients still send.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Hop-by-hop by definition, whatever `Connection` says: `proxy-connection` is the
+/// non-standard one old clients still send. Standard names compare as the enum they are (a
+/// byte compare each); only the two non-standard ones are spelled out.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ]
+    .contains(name)
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
 
 /// Headers that would tell Graph about the app's network; the proxy speaks for itself.
 const REVEALING: [&str; 5] = [
@@ -46,7 +49,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // removed (a removal is a hash and a probe; nine of them were most of this step).
     let mut doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| HOP_BY_HOP.contains(&name.as_str()))
+        .filter(|name| is_hop_by_hop(name))
         .cloned()
         .collect();
     if doomed.is_empty() {
@@ -131,6 +134,19 @@ pub fn prepare_response(headers: &mut HeaderMap) {
 mod tests {
     use super::*;
 
+    /// Every hop-by-hop name, spelled out.
+    const HOP_BY_HOP: [&str; 9] = [
+        "connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+
     fn origin() -> Origin {
         Origin {
             scheme: http::uri::Scheme::HTTPS,
@@ -152,6 +168,34 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("prefer"));
+    }
+
+    #[test]
+    fn hop_by_hop_names_are_told_apart_as_the_list_says() {
+        let mut names: Vec<HeaderName> = HOP_BY_HOP
+            .iter()
+            .map(|n| HeaderName::from_static(n))
+            .collect();
+        names.extend(
+            [
+                "host",
+                "prefer",
+                "authorization",
+                "keep-alive-x",
+                "x-connection",
+                "proxy-connections",
+                "content-length",
+                "tes",
+            ]
+            .map(HeaderName::from_static),
+        );
+        for name in names {
+            assert_eq!(
+                is_hop_by_hop(&name),
+                HOP_BY_HOP.contains(&name.as_str()),
+                "{name}"
+            );
+        }
     }
 
     #[test]
