@@ -38,6 +38,57 @@ pub(super) fn compact_to(id: &str, out: &mut [u8]) -> Option<(u8, usize)> {
     Some((RAW, raw.len()))
 }
 
+/// Room inline for the compact key of a regular item ID: its REST text decodes to 113 bytes
+/// (a 70-byte message entry ID, the mailbox GUID text and their headers). Longer IDs are
+/// compacted at look-up as before.
+const INLINE_KEY_LEN: usize = 120;
+
+/// The compact form of a REST ID, worked out from the bytes `exchange_id` already decoded
+/// the ID's text to while classifying it, so that the cache look-up that follows does not
+/// decode the same text again. Inline, so carrying one allocates nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CompactKey {
+    form: u8,
+    len: u8,
+    bytes: [u8; INLINE_KEY_LEN],
+}
+
+impl CompactKey {
+    /// The compact form of a REST-alphabet ID whose strict decoding (padding canonical,
+    /// no left-over bits, as `classify` requires) gave `decoded`, `padded` when its text
+    /// ended in `=`. That is exactly what `compact_to` makes of the text: `decode_rest`
+    /// strips the (at most two) `=`, which leave a remainder of 3 or 2 characters, so the
+    /// form is `BASE64_PADDED`, or `BASE64` without them, and the bytes are the same strict
+    /// decoding. `None` when the bytes do not fit inline (then the look-up compacts the text).
+    pub fn from_rest_decoding(decoded: &[u8], padded: bool) -> Option<CompactKey> {
+        let len = u8::try_from(decoded.len()).ok()?;
+        let mut bytes = [0u8; INLINE_KEY_LEN];
+        bytes.get_mut(..decoded.len())?.copy_from_slice(decoded);
+        (!decoded.is_empty()).then_some(CompactKey {
+            form: if padded { BASE64_PADDED } else { BASE64 },
+            len,
+            bytes,
+        })
+    }
+
+    pub(super) fn form(&self) -> u8 {
+        self.form
+    }
+
+    pub(super) fn bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for CompactKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompactKey")
+            .field("form", &self.form)
+            .field("bytes", &self.bytes())
+            .finish()
+    }
+}
+
 /// Strict decoding of REST-alphabet base64 (`exchange_id`'s decoder, which `classify` runs
 /// on the same IDs): `None` unless the text re-encodes to exactly itself (canonical padding
 /// and zero left-over bits).
@@ -213,6 +264,79 @@ pub(super) mod tests {
                 proptest::prop_assert_eq!(expand(form, &bytes), Some(text.clone()));
                 assert_agrees_with_the_references(&text);
             }
+        }
+    }
+
+    /// A candidate's cache key, made from classify's decoding, is exactly what compacting
+    /// its `lookup` text gives; IDs without one are compacted at look-up.
+    fn assert_key_is_the_compacted_lookup(id: &str) {
+        let sources = [
+            crate::config::SourceType::RestId,
+            crate::config::SourceType::EwsId,
+            crate::config::SourceType::EntryId,
+        ];
+        let Some(candidate) = crate::id_rewrite::candidate_for(id, &sources) else {
+            return;
+        };
+        let mut room = vec![0u8; candidate.lookup.len()];
+        let (form, len) = compact_to(&candidate.lookup, &mut room).expect("room enough");
+        match candidate.cache_key() {
+            Some(key) => {
+                assert_eq!((key.form(), key.bytes()), (form, &room[..len]), "{id}");
+            }
+            None => assert!(
+                candidate.format == crate::exchange_id::IdFormat::EntryId || len > INLINE_KEY_LEN,
+                "{id}"
+            ),
+        }
+    }
+
+    #[test]
+    fn candidate_keys_are_the_compacted_lookup() {
+        use crate::exchange_id::{ews_to_rest, rest_to_ews};
+        use crate::id_samples::*;
+        for sample in [
+            REST_MSG,
+            REST_RLE_MSG,
+            EWS_MSG_SEARCH,
+            ENTRYID,
+            REST_FOLDER,
+            REST_OCC,
+            CONV,
+            IMM,
+        ] {
+            for id in [sample.to_owned(), ews_to_rest(sample), rest_to_ews(sample)] {
+                assert_key_is_the_compacted_lookup(&id);
+            }
+        }
+        // Regular item IDs as the simulator encodes them, in both alphabets.
+        for n in 0..64 {
+            let keys = crate::sim::ids::MailboxKeys {
+                mailbox_guid: *b"compact-mailbox1",
+                store_uid: *b"compact-storeuid",
+                db_guid: *b"compact-database",
+            };
+            let rest = crate::sim::ids::to_rest(&crate::sim::ids::regular_item_id(&keys, 1, n));
+            assert_key_is_the_compacted_lookup(&rest);
+            assert_key_is_the_compacted_lookup(&rest_to_ews(&rest));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn candidate_keys_agree_on_any_message_id(
+            guid in proptest::array::uniform16(proptest::num::u8::ANY),
+            folder in proptest::num::u64::ANY,
+            item in proptest::num::u64::ANY,
+        ) {
+            let keys = crate::sim::ids::MailboxKeys {
+                mailbox_guid: guid,
+                store_uid: *b"compact-storeuid",
+                db_guid: *b"compact-database",
+            };
+            let rest = crate::sim::ids::to_rest(&crate::sim::ids::regular_item_id(&keys, folder, item));
+            assert_key_is_the_compacted_lookup(&rest);
+            assert_key_is_the_compacted_lookup(&crate::exchange_id::rest_to_ews(&rest));
         }
     }
 
