@@ -100,13 +100,39 @@ const fn decode_table(char_62: u8, char_63: u8) -> [u8; 256] {
     table
 }
 
+/// A decode table (a character's sextet in the low six bits, flags in the top two) and the
+/// same table spread out for decoding four characters at a time: `wide[k][c]` is the
+/// sextet of `c` already shifted to position `k` of a 24-bit group, with the entry's flags
+/// in the top byte. ORing the four entries of a group gives its three bytes in the low 24
+/// bits and the group's flags above them: four table loads and three ORs per group instead
+/// of masking and shifting every sextet.
+struct Alphabet {
+    table: [u8; 256],
+    wide: [[u32; 256]; 4],
+}
+
+const fn alphabet(table: [u8; 256]) -> Alphabet {
+    let mut wide = [[0u32; 256]; 4];
+    let mut c = 0;
+    while c < 256 {
+        let sextet = (table[c] & 63) as u32;
+        let flags = ((table[c] & FLAGS) as u32) << 24;
+        wide[0][c] = (sextet << 18) | flags;
+        wide[1][c] = (sextet << 12) | flags;
+        wide[2][c] = (sextet << 6) | flags;
+        wide[3][c] = sextet | flags;
+        c += 1;
+    }
+    Alphabet { table, wide }
+}
+
 /// Graph's REST alphabet swaps the RFC 4648 URL-safe pair: `_` is 62 (`+`), `-` is 63 (`/`)
 /// (graph-facts.md 2.3, verified by decoding occurrence dates).
-static REST_TABLE: [u8; 256] = decode_table(b'_', b'-');
+static REST_TABLE: Alphabet = alphabet(decode_table(b'_', b'-'));
 /// EWS IDs are standard base64.
-static EWS_TABLE: [u8; 256] = decode_table(b'+', b'/');
+static EWS_TABLE: Alphabet = alphabet(decode_table(b'+', b'/'));
 /// Graph's binary formats (entryId, immutableEntryId) are documented as RFC 4648 URL-safe.
-static URL_SAFE_TABLE: [u8; 256] = decode_table(b'-', b'_');
+static URL_SAFE_TABLE: Alphabet = alphabet(decode_table(b'-', b'_'));
 
 /// Flag bits of a `MAILBOX_TABLE` entry (the top two; the sextet is in the low six).
 const REST_ONLY: u8 = 0x40;
@@ -118,14 +144,14 @@ const FLAGS: u8 = REST_ONLY | EWS_ONLY;
 /// differ in nothing else. A character of only one alphabet carries that alphabet's flag;
 /// one outside both (`NOT_BASE64`) carries both flags, like a mix of the two alphabets,
 /// and either way the string is not an ID.
-static MAILBOX_TABLE: [u8; 256] = {
+static MAILBOX_TABLE: Alphabet = alphabet({
     let mut table = decode_table(b'_', b'-');
     table[b'-' as usize] = 63 | REST_ONLY;
     table[b'_' as usize] = 62 | REST_ONLY;
     table[b'/' as usize] = 63 | EWS_ONLY;
     table[b'+' as usize] = 62 | EWS_ONLY;
     table
-};
+});
 
 /// Which of Graph's `exchangeIdFormat` encodings (plus two non-Graph forms) an ID is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -213,7 +239,8 @@ impl MailboxGuid {
 
     fn from_moniker(moniker: &[u8]) -> Option<MailboxGuid> {
         let bytes: [u8; GUID_TEXT_LEN] = moniker.try_into().ok()?;
-        is_guid_text(&bytes).then(|| MailboxGuid(bytes.map(|c| c.to_ascii_lowercase())))
+        // Setting bit 5 lower-cases `A`-`F` and leaves digits and `-` as they are.
+        is_guid_text(&bytes).then(|| MailboxGuid(bytes.map(|c| c | 0x20)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -556,12 +583,28 @@ fn classify_hex_entry_id(text: &[u8]) -> Option<ExchangeId> {
 /// "D" form GUID text: 8-4-4-4-12 hex digits. Exchange writes lower case; either case is
 /// accepted because the rest of the layout already pins the ID down.
 fn is_guid_text(moniker: &[u8]) -> bool {
-    moniker.len() == GUID_TEXT_LEN
-        && moniker.iter().enumerate().all(|(i, &c)| match i {
-            8 | 13 | 18 | 23 => c == b'-',
-            _ => c.is_ascii_hexdigit(),
+    let Ok(text) = <&[u8; GUID_TEXT_LEN]>::try_from(moniker) else {
+        return false;
+    };
+    // Every REST or EWS ID of a body has one, so this is a fold without early exit over
+    // comparisons without branches, which the compiler does a vector at a time.
+    text.iter()
+        .zip(&GUID_DASHES)
+        .fold(true, |valid, (&c, &dash)| {
+            let hex = (c.wrapping_sub(b'0') < 10) | ((c | 0x20).wrapping_sub(b'a') < 6);
+            valid & if dash { c == b'-' } else { hex }
         })
 }
+
+/// Where "D" form GUID text has its dashes.
+const GUID_DASHES: [bool; GUID_TEXT_LEN] = {
+    let mut dashes = [false; GUID_TEXT_LEN];
+    dashes[8] = true;
+    dashes[13] = true;
+    dashes[18] = true;
+    dashes[23] = true;
+    dashes
+};
 
 /// A forward-only reader over a byte slice; every read is bounds-checked.
 struct ByteCursor<'a> {
@@ -623,7 +666,7 @@ fn decompress_rle<'o>(input: &[u8], out: &'o mut [u8; MAX_PAYLOAD_LEN]) -> Optio
 
 /// Strict padded base64: length a multiple of 4, at most two `=` and only at the end,
 /// unused bits zero. Returns the number of bytes written to `out`.
-fn decode_padded(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<usize> {
+fn decode_padded(text: &[u8], table: &Alphabet, out: &mut [u8]) -> Option<usize> {
     match decode_padded_flagged(text, table, out)? {
         (len, 0) => Some(len),
         _ => None,
@@ -632,7 +675,7 @@ fn decode_padded(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<usize
 
 /// `decode_padded` through a table with flag bits (`MAILBOX_TABLE`): also returns the
 /// flags of every character, ORed, and leaves judging them to the caller.
-fn decode_padded_flagged(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<(usize, u8)> {
+fn decode_padded_flagged(text: &[u8], table: &Alphabet, out: &mut [u8]) -> Option<(usize, u8)> {
     if text.len() % 4 != 0 {
         return None;
     }
@@ -646,7 +689,7 @@ fn decode_padded_flagged(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Opti
 /// Strict unpadded base64 (the padding, if any, already removed by the caller): a
 /// remainder of one character is impossible, and the unused bits of the last character
 /// must be zero so that each byte string has exactly one accepted text.
-fn decode_unpadded(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<usize> {
+fn decode_unpadded(text: &[u8], table: &Alphabet, out: &mut [u8]) -> Option<usize> {
     match decode_flagged(text, table, out)? {
         (len, 0) => Some(len),
         _ => None,
@@ -661,9 +704,9 @@ pub(crate) fn decode_rest_unpadded(text: &[u8], out: &mut [u8]) -> Option<usize>
 
 /// The decoder under `decode_unpadded`: a table entry's low six bits are the sextet and its
 /// top two are flags (`NOT_BASE64` has both), ORed over the whole text and returned with
-/// the number of bytes written. Four characters at a time: this runs on every ID-shaped
-/// string of a rewritten body.
-fn decode_flagged(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<(usize, u8)> {
+/// the number of bytes written. Four characters at a time, through the spread table
+/// (`Alphabet`): this runs on every ID-shaped string of a rewritten body.
+fn decode_flagged(text: &[u8], table: &Alphabet, out: &mut [u8]) -> Option<(usize, u8)> {
     let chunks = text.chunks_exact(4);
     let tail = chunks.remainder();
     let tail_bytes = match tail.len() {
@@ -674,21 +717,20 @@ fn decode_flagged(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<(usi
     };
     let whole = chunks.len() * 3;
     let (body_out, tail_out) = out.get_mut(..whole + tail_bytes)?.split_at_mut(whole);
-    let entry = |c: u8| table[usize::from(c)];
-    let mut seen = 0u8;
+    let [w0, w1, w2, w3] = &table.wide;
+    let mut seen_groups = 0u32;
     for (chunk, slot) in chunks.zip(body_out.chunks_exact_mut(3)) {
         let &[a, b, c, d] = chunk else {
             return None;
         };
-        let (a, b, c, d) = (entry(a), entry(b), entry(c), entry(d));
-        seen |= a | b | c | d;
-        let v = (u32::from(a & 63) << 18)
-            | (u32::from(b & 63) << 12)
-            | (u32::from(c & 63) << 6)
-            | u32::from(d & 63);
-        let [_, x, y, z] = v.to_be_bytes();
+        let group =
+            w0[usize::from(a)] | w1[usize::from(b)] | w2[usize::from(c)] | w3[usize::from(d)];
+        seen_groups |= group;
+        let [_flags, x, y, z] = group.to_be_bytes();
         slot.copy_from_slice(&[x, y, z]);
     }
+    let entry = |c: u8| table.table[usize::from(c)];
+    let [mut seen, ..] = seen_groups.to_be_bytes();
     match *tail {
         [] => {}
         [a, b] => {
@@ -762,7 +804,7 @@ pub fn decode_entry_id(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn decode_padded_to_vec(s: &str, table: &[u8; 256]) -> Option<Vec<u8>> {
+fn decode_padded_to_vec(s: &str, table: &Alphabet) -> Option<Vec<u8>> {
     let mut out = vec![0u8; s.len() / 4 * 3];
     let len = decode_padded(s.as_bytes(), table, &mut out)?;
     out.truncate(len);
@@ -982,6 +1024,42 @@ mod tests {
             }
             _ => assert_eq!(bytes, None, "{text}"),
         }
+    }
+
+    /// The per-position `match` that `is_guid_text` replaced, kept as its reference.
+    fn is_guid_text_reference(moniker: &[u8]) -> bool {
+        moniker.len() == GUID_TEXT_LEN
+            && moniker.iter().enumerate().all(|(i, &c)| match i {
+                8 | 13 | 18 | 23 => c == b'-',
+                _ => c.is_ascii_hexdigit(),
+            })
+    }
+
+    #[test]
+    fn guid_check_and_lower_casing_agree_with_the_plain_ones() {
+        let guid = b"6F9A2A92-8527-4d64-837e-b5312852f36D";
+        assert!(is_guid_text(guid));
+        assert_eq!(
+            MailboxGuid::parse(std::str::from_utf8(guid).unwrap()).map(|g| g.to_string()),
+            Some(String::from_utf8(guid.to_ascii_lowercase()).unwrap())
+        );
+        for at in 0..guid.len() {
+            for c in 0..=u8::MAX {
+                let mut text = *guid;
+                text[at] = c;
+                assert_eq!(
+                    is_guid_text(&text),
+                    is_guid_text_reference(&text),
+                    "{at} {c}"
+                );
+                let parsed = std::str::from_utf8(&text).ok().and_then(MailboxGuid::parse);
+                if let Some(parsed) = parsed {
+                    assert_eq!(parsed.as_str().as_bytes(), text.to_ascii_lowercase());
+                }
+            }
+        }
+        assert!(!is_guid_text(&guid[1..]));
+        assert!(!is_guid_text(b""));
     }
 
     #[test]

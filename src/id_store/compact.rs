@@ -110,38 +110,49 @@ pub(super) fn expand(form: u8, bytes: &[u8]) -> Option<String> {
     match form {
         RAW => std::str::from_utf8(bytes).ok().map(str::to_owned),
         BASE64 | BASE64_PADDED => {
-            let mut s = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
+            let whole = bytes.len() / 3 * 4;
+            let tail_len = match (bytes.len() % 3, form) {
+                (0, _) => 0,
+                (_, BASE64_PADDED) => 4,
+                (1, _) => 2,
+                _ => 3,
+            };
+            // Sized exactly and filled in place: every hit of the cache expands its answer,
+            // and growing the string four characters at a time was most of that.
+            let mut s = vec![b'='; whole + tail_len];
+            let (body, tail_out) = s.split_at_mut_checked(whole)?;
             // Masked to six bits, so the index is always in the 64-entry alphabet.
             let char_at = |v: u32, shift: u32| REST_ALPHABET[(v >> shift & 63) as usize];
             let chunks = bytes.chunks_exact(3);
             let tail = chunks.remainder();
-            for chunk in chunks {
+            for (chunk, slot) in chunks.zip(body.chunks_exact_mut(4)) {
                 let &[a, b, c] = chunk else {
                     return None;
                 };
                 let v = u32::from_be_bytes([0, a, b, c]);
-                s.extend_from_slice(&[
+                slot.copy_from_slice(&[
                     char_at(v, 18),
                     char_at(v, 12),
                     char_at(v, 6),
                     char_at(v, 0),
                 ]);
             }
+            // The tail's characters; padding, if any, is already in place after them.
             match *tail {
                 [] => {}
                 [a] => {
                     let v = u32::from_be_bytes([0, a, 0, 0]);
-                    s.extend_from_slice(&[char_at(v, 18), char_at(v, 12)]);
-                    if form == BASE64_PADDED {
-                        s.extend_from_slice(b"==");
-                    }
+                    tail_out
+                        .get_mut(..2)?
+                        .copy_from_slice(&[char_at(v, 18), char_at(v, 12)]);
                 }
                 [a, b] => {
                     let v = u32::from_be_bytes([0, a, b, 0]);
-                    s.extend_from_slice(&[char_at(v, 18), char_at(v, 12), char_at(v, 6)]);
-                    if form == BASE64_PADDED {
-                        s.push(b'=');
-                    }
+                    tail_out.get_mut(..3)?.copy_from_slice(&[
+                        char_at(v, 18),
+                        char_at(v, 12),
+                        char_at(v, 6),
+                    ]);
                 }
                 _ => return None,
             }
