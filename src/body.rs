@@ -130,6 +130,10 @@ pub async fn collect_limited(mut body: ProxyBody, limit: usize) -> Result<Collec
             first = Some(data);
         } else {
             if let Some(earlier) = first.take() {
+                // A second frame: the buffer is sized once for the whole body, so each byte
+                // is copied once instead of again at every doubling of a growing buffer.
+                let remaining = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
+                buffer.reserve(join_capacity(earlier.len() + data.len(), remaining, limit));
                 buffer.extend_from_slice(&earlier);
             }
             buffer.extend_from_slice(&data);
@@ -144,6 +148,16 @@ pub async fn collect_limited(mut body: ProxyBody, limit: usize) -> Result<Collec
         }
     }
     Ok(Collected::Whole(first.unwrap_or_else(|| buffer.freeze())))
+}
+
+/// The room to reserve for joining a body's frames: what is held so far plus what the
+/// body says is still to come (its declared length), but never more than one byte past
+/// `limit`, which is all `collect_limited` ever holds before giving up on a body: a body
+/// that declares more than it sends, or more than the limit, cannot make it allocate more.
+fn join_capacity(held: usize, remaining_hint: usize, limit: usize) -> usize {
+    held.saturating_add(remaining_hint)
+        .min(limit.saturating_add(1))
+        .max(held)
 }
 
 #[cfg(test)]
@@ -192,6 +206,32 @@ mod tests {
             whole(frames(&[b"abc", b"de"]), 5).await.unwrap(),
             &b"abcde"[..]
         );
+    }
+
+    #[test]
+    fn frames_are_joined_in_a_buffer_sized_once_and_never_past_the_limit() {
+        // What the body declares is reserved up front...
+        assert_eq!(join_capacity(16_384, 49_152, 1 << 20), 65_536);
+        // ...but never more than the limit allows to be held, whatever it declares...
+        assert_eq!(join_capacity(16_384, usize::MAX, 65_536), 65_537);
+        assert_eq!(join_capacity(10, 1_000_000, 100), 101);
+        // ...and always room for what is already held.
+        assert_eq!(join_capacity(300, 0, 100), 300);
+        assert_eq!(
+            join_capacity(usize::MAX, usize::MAX, usize::MAX),
+            usize::MAX
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_with_a_declared_length_are_joined_whole() {
+        // `frames` declares the exact remaining length, as a Content-Length body does.
+        let parts: Vec<&'static [u8]> = vec![b"{\"id\":", b"\"AAMk", b"\"}", b""];
+        let body = frames(&parts);
+        assert_eq!(body.size_hint().exact(), Some(13));
+        assert_eq!(whole(body, 1024).await.unwrap(), &b"{\"id\":\"AAMk\"}"[..]);
+        assert_eq!(whole(frames(&parts), 13).await.unwrap().len(), 13);
+        assert!(whole(frames(&parts), 12).await.is_none());
     }
 
     #[tokio::test]

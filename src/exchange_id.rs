@@ -8,11 +8,12 @@
 //! does not decode cleanly is `None` and is left alone.
 //!
 //! It runs on every JSON string of a rewritten body, so it rejects cheaply first (length,
-//! first character) and decodes into stack buffers; it allocates only for the mailbox GUID
-//! of an ID it accepts. It does no I/O and never panics. Callers percent-decode and strip
+//! first character), decodes into stack buffers and allocates nothing (the mailbox GUID is
+//! kept inline). It does no I/O and never panics. Callers percent-decode and strip
 //! OData key syntax first (`id_in_path_segment` does that for URL path segments).
 
 use std::borrow::Cow;
+use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -24,7 +25,7 @@ const MIN_ID_LEN: usize = 40;
 /// room for attachment IDs without letting huge strings reach the decoder.
 const MAX_ID_LEN: usize = 700;
 /// A 700-character base64 string holds at most 525 bytes.
-const MAX_DECODED_LEN: usize = MAX_ID_LEN / 4 * 3;
+pub const MAX_DECODED_LEN: usize = MAX_ID_LEN / 4 * 3;
 /// The reverse-engineered EWS ID format caps the decompressed payload at 1024 bytes; it
 /// also bounds what a hostile RLE stream can expand to.
 const MAX_PAYLOAD_LEN: usize = 1024;
@@ -99,13 +100,39 @@ const fn decode_table(char_62: u8, char_63: u8) -> [u8; 256] {
     table
 }
 
+/// A decode table (a character's sextet in the low six bits, flags in the top two) and the
+/// same table spread out for decoding four characters at a time: `wide[k][c]` is the
+/// sextet of `c` already shifted to position `k` of a 24-bit group, with the entry's flags
+/// in the top byte. ORing the four entries of a group gives its three bytes in the low 24
+/// bits and the group's flags above them: four table loads and three ORs per group instead
+/// of masking and shifting every sextet.
+struct Alphabet {
+    table: [u8; 256],
+    wide: [[u32; 256]; 4],
+}
+
+const fn alphabet(table: [u8; 256]) -> Alphabet {
+    let mut wide = [[0u32; 256]; 4];
+    let mut c = 0;
+    while c < 256 {
+        let sextet = (table[c] & 63) as u32;
+        let flags = ((table[c] & FLAGS) as u32) << 24;
+        wide[0][c] = (sextet << 18) | flags;
+        wide[1][c] = (sextet << 12) | flags;
+        wide[2][c] = (sextet << 6) | flags;
+        wide[3][c] = sextet | flags;
+        c += 1;
+    }
+    Alphabet { table, wide }
+}
+
 /// Graph's REST alphabet swaps the RFC 4648 URL-safe pair: `_` is 62 (`+`), `-` is 63 (`/`)
 /// (graph-facts.md 2.3, verified by decoding occurrence dates).
-static REST_TABLE: [u8; 256] = decode_table(b'_', b'-');
+static REST_TABLE: Alphabet = alphabet(decode_table(b'_', b'-'));
 /// EWS IDs are standard base64.
-static EWS_TABLE: [u8; 256] = decode_table(b'+', b'/');
+static EWS_TABLE: Alphabet = alphabet(decode_table(b'+', b'/'));
 /// Graph's binary formats (entryId, immutableEntryId) are documented as RFC 4648 URL-safe.
-static URL_SAFE_TABLE: [u8; 256] = decode_table(b'-', b'_');
+static URL_SAFE_TABLE: Alphabet = alphabet(decode_table(b'-', b'_'));
 
 /// Flag bits of a `MAILBOX_TABLE` entry (the top two; the sextet is in the low six).
 const REST_ONLY: u8 = 0x40;
@@ -117,14 +144,14 @@ const FLAGS: u8 = REST_ONLY | EWS_ONLY;
 /// differ in nothing else. A character of only one alphabet carries that alphabet's flag;
 /// one outside both (`NOT_BASE64`) carries both flags, like a mix of the two alphabets,
 /// and either way the string is not an ID.
-static MAILBOX_TABLE: [u8; 256] = {
+static MAILBOX_TABLE: Alphabet = alphabet({
     let mut table = decode_table(b'_', b'-');
     table[b'-' as usize] = 63 | REST_ONLY;
     table[b'_' as usize] = 62 | REST_ONLY;
     table[b'/' as usize] = 63 | EWS_ONLY;
     table[b'+' as usize] = 62 | EWS_ONLY;
     table
-};
+});
 
 /// Which of Graph's `exchangeIdFormat` encodings (plus two non-Graph forms) an ID is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -195,7 +222,43 @@ pub struct ExchangeId {
     pub kind: IdKind,
     /// The mailbox GUID from the moniker, lower-case "D" form; used to group
     /// translateExchangeIds calls by mailbox. `None` for formats without a moniker.
-    pub mailbox_guid: Option<String>,
+    pub mailbox_guid: Option<MailboxGuid>,
+}
+
+/// A mailbox GUID in lower-case "D" text form (8-4-4-4-12 hex digits), held inline:
+/// `classify` runs on every ID of a rewritten body, and a heap string per ID was a
+/// measurable share of the rewrite path.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MailboxGuid([u8; GUID_TEXT_LEN]);
+
+impl MailboxGuid {
+    /// `text` lower-cased when it is a "D" form GUID (either case), else `None`.
+    pub fn parse(text: &str) -> Option<MailboxGuid> {
+        MailboxGuid::from_moniker(text.as_bytes())
+    }
+
+    fn from_moniker(moniker: &[u8]) -> Option<MailboxGuid> {
+        let bytes: [u8; GUID_TEXT_LEN] = moniker.try_into().ok()?;
+        // Setting bit 5 lower-cases `A`-`F` and leaves digits and `-` as they are.
+        is_guid_text(&bytes).then(|| MailboxGuid(bytes.map(|c| c | 0x20)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only hex digits and `-` are ever stored (`parse`), so this is always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for MailboxGuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for MailboxGuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl ExchangeId {
@@ -214,32 +277,83 @@ impl ExchangeId {
 /// ID: GUIDs, UPNs, change keys, random base64, anything that does not decode cleanly with
 /// exact lengths and padding.
 pub fn classify(s: &str) -> Option<ExchangeId> {
+    match classify_other_forms(s) {
+        Prefiltered::Settled(id) => id,
+        Prefiltered::MailboxId => {
+            let mut decoded = [0u8; MAX_DECODED_LEN];
+            classify_mailbox_id(s.as_bytes(), &mut decoded).map(|(id, _)| id)
+        }
+    }
+}
+
+/// Room for what the longest text `classify` decodes as a REST or EWS ID holds.
+pub type DecodeBuffer = [u8; MAX_DECODED_LEN];
+
+/// What a REST or EWS ID's text decoded to, as `classify_keeping_bytes` hands it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxIdBytes<'d> {
+    /// The strict base64 decoding of the text, before decompression.
+    pub bytes: &'d [u8],
+    /// Whether the text ended in `=` padding.
+    pub padded: bool,
+}
+
+/// `classify`, plus for a REST or EWS ID the bytes its text decoded to: the ID cache keys
+/// REST IDs by exactly those bytes, so a caller that looks the ID up next does not decode
+/// it a second time. `scratch` is only written, never read, so one buffer can serve every
+/// call (zeroing a fresh one per string would cost more than most rejections).
+pub fn classify_keeping_bytes<'d>(
+    s: &str,
+    scratch: &'d mut DecodeBuffer,
+) -> Option<(ExchangeId, Option<MailboxIdBytes<'d>>)> {
+    match classify_other_forms(s) {
+        Prefiltered::Settled(id) => id.map(|id| (id, None)),
+        Prefiltered::MailboxId => {
+            let (id, len) = classify_mailbox_id(s.as_bytes(), scratch)?;
+            let bytes = MailboxIdBytes {
+                bytes: scratch.get(..len)?,
+                padded: s.ends_with('='),
+            };
+            Some((id, Some(bytes)))
+        }
+    }
+}
+
+/// Where the cheap checks of `classify` leave a string.
+enum Prefiltered {
+    /// Rejected, or classified as one of the forms without a mailbox moniker.
+    Settled(Option<ExchangeId>),
+    /// Only a REST or EWS ID (or a conversation ID) is still possible: decode it.
+    MailboxId,
+}
+
+fn classify_other_forms(s: &str) -> Prefiltered {
     let text = s.as_bytes();
     if text.len() < MIN_ID_LEN || text.len() > MAX_ID_LEN {
-        return None;
+        return Prefiltered::Settled(None);
     }
     // Every accepted form starts with a zero sextet: the compression byte of a REST/EWS ID
     // is 0 or 1, the flags of an entry ID are zero, and a hex entry ID starts with "00".
     match text.first() {
         Some(b'A') => {}
-        Some(b'0') => return classify_hex_entry_id(text),
-        _ => return None,
+        Some(b'0') => return Prefiltered::Settled(classify_hex_entry_id(text)),
+        _ => return Prefiltered::Settled(None),
     }
     if text.len() == IMMUTABLE_REST_LEN && s.starts_with(IMMUTABLE_REST_PREFIX) {
-        return classify_rest_immutable(text);
+        return Prefiltered::Settled(classify_rest_immutable(text));
     }
     // Five zero sextets mean a zero second byte, i.e. storage type 0 for a REST/EWS ID,
     // which is not accepted; so only the binary formats can start this way.
     if text.starts_with(b"AAAAA") {
-        return classify_entry_id(text);
+        return Prefiltered::Settled(classify_entry_id(text));
     }
-    classify_mailbox_id(text)
+    Prefiltered::MailboxId
 }
 
-/// Regular REST or EWS IDs and conversation IDs: decode, decompress, parse the layout.
-fn classify_mailbox_id(text: &[u8]) -> Option<ExchangeId> {
-    let mut decoded = [0u8; MAX_DECODED_LEN];
-    let (len, flags) = decode_padded_flagged(text, &MAILBOX_TABLE, &mut decoded)?;
+/// Regular REST or EWS IDs and conversation IDs: decode into `decoded`, decompress, parse
+/// the layout. Also returns how many bytes of `decoded` the text filled.
+fn classify_mailbox_id(text: &[u8], decoded: &mut DecodeBuffer) -> Option<(ExchangeId, usize)> {
+    let (len, flags) = decode_padded_flagged(text, &MAILBOX_TABLE, decoded)?;
     // A string with none of the four alphabet-specific characters is valid in both
     // alphabets and decodes to the same bytes; it is reported as RestId because that is the
     // form Graph returns. Both flags: the alphabets are mixed, or a character is in neither.
@@ -248,7 +362,7 @@ fn classify_mailbox_id(text: &[u8]) -> Option<ExchangeId> {
         0 | REST_ONLY => IdFormat::RestId,
         _ => return None,
     };
-    classify_mailbox_bytes(format, decoded.get(..len)?)
+    Some((classify_mailbox_bytes(format, decoded.get(..len)?)?, len))
 }
 
 /// The decoded bytes of a REST or EWS ID (`format` says which alphabet they came in).
@@ -273,25 +387,21 @@ fn classify_mailbox_bytes(format: IdFormat, bytes: &[u8]) -> Option<ExchangeId> 
     Some(ExchangeId {
         format,
         kind: parsed.kind,
-        // `is_guid_text` let only hex digits and `-` through, so the text is ASCII.
-        mailbox_guid: Some(String::from_utf8(parsed.moniker.to_ascii_lowercase()).ok()?),
+        mailbox_guid: Some(parsed.moniker),
     })
 }
 
-struct MailboxPayload<'a> {
+struct MailboxPayload {
     kind: IdKind,
-    moniker: &'a [u8],
+    moniker: MailboxGuid,
 }
 
 /// Parses a decompressed payload of storage type 3, 4 or 6 and insists that every byte is
 /// accounted for.
-fn parse_mailbox_payload(payload: &[u8]) -> Option<MailboxPayload<'_>> {
+fn parse_mailbox_payload(payload: &[u8]) -> Option<MailboxPayload> {
     let mut cursor = ByteCursor::new(payload);
     let storage = cursor.byte()?;
-    let moniker = cursor.counted()?;
-    if !is_guid_text(moniker) {
-        return None;
-    }
+    let moniker = MailboxGuid::from_moniker(cursor.counted()?)?;
     let instruction = cursor.byte()?;
     let store = cursor.counted()?;
     let kind = match storage {
@@ -473,12 +583,28 @@ fn classify_hex_entry_id(text: &[u8]) -> Option<ExchangeId> {
 /// "D" form GUID text: 8-4-4-4-12 hex digits. Exchange writes lower case; either case is
 /// accepted because the rest of the layout already pins the ID down.
 fn is_guid_text(moniker: &[u8]) -> bool {
-    moniker.len() == GUID_TEXT_LEN
-        && moniker.iter().enumerate().all(|(i, &c)| match i {
-            8 | 13 | 18 | 23 => c == b'-',
-            _ => c.is_ascii_hexdigit(),
+    let Ok(text) = <&[u8; GUID_TEXT_LEN]>::try_from(moniker) else {
+        return false;
+    };
+    // Every REST or EWS ID of a body has one, so this is a fold without early exit over
+    // comparisons without branches, which the compiler does a vector at a time.
+    text.iter()
+        .zip(&GUID_DASHES)
+        .fold(true, |valid, (&c, &dash)| {
+            let hex = (c.wrapping_sub(b'0') < 10) | ((c | 0x20).wrapping_sub(b'a') < 6);
+            valid & if dash { c == b'-' } else { hex }
         })
 }
+
+/// Where "D" form GUID text has its dashes.
+const GUID_DASHES: [bool; GUID_TEXT_LEN] = {
+    let mut dashes = [false; GUID_TEXT_LEN];
+    dashes[8] = true;
+    dashes[13] = true;
+    dashes[18] = true;
+    dashes[23] = true;
+    dashes
+};
 
 /// A forward-only reader over a byte slice; every read is bounds-checked.
 struct ByteCursor<'a> {
@@ -540,7 +666,7 @@ fn decompress_rle<'o>(input: &[u8], out: &'o mut [u8; MAX_PAYLOAD_LEN]) -> Optio
 
 /// Strict padded base64: length a multiple of 4, at most two `=` and only at the end,
 /// unused bits zero. Returns the number of bytes written to `out`.
-fn decode_padded(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<usize> {
+fn decode_padded(text: &[u8], table: &Alphabet, out: &mut [u8]) -> Option<usize> {
     match decode_padded_flagged(text, table, out)? {
         (len, 0) => Some(len),
         _ => None,
@@ -549,7 +675,7 @@ fn decode_padded(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<usize
 
 /// `decode_padded` through a table with flag bits (`MAILBOX_TABLE`): also returns the
 /// flags of every character, ORed, and leaves judging them to the caller.
-fn decode_padded_flagged(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<(usize, u8)> {
+fn decode_padded_flagged(text: &[u8], table: &Alphabet, out: &mut [u8]) -> Option<(usize, u8)> {
     if text.len() % 4 != 0 {
         return None;
     }
@@ -563,7 +689,7 @@ fn decode_padded_flagged(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Opti
 /// Strict unpadded base64 (the padding, if any, already removed by the caller): a
 /// remainder of one character is impossible, and the unused bits of the last character
 /// must be zero so that each byte string has exactly one accepted text.
-fn decode_unpadded(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<usize> {
+fn decode_unpadded(text: &[u8], table: &Alphabet, out: &mut [u8]) -> Option<usize> {
     match decode_flagged(text, table, out)? {
         (len, 0) => Some(len),
         _ => None,
@@ -578,9 +704,9 @@ pub(crate) fn decode_rest_unpadded(text: &[u8], out: &mut [u8]) -> Option<usize>
 
 /// The decoder under `decode_unpadded`: a table entry's low six bits are the sextet and its
 /// top two are flags (`NOT_BASE64` has both), ORed over the whole text and returned with
-/// the number of bytes written. Four characters at a time: this runs on every ID-shaped
-/// string of a rewritten body.
-fn decode_flagged(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<(usize, u8)> {
+/// the number of bytes written. Four characters at a time, through the spread table
+/// (`Alphabet`): this runs on every ID-shaped string of a rewritten body.
+fn decode_flagged(text: &[u8], table: &Alphabet, out: &mut [u8]) -> Option<(usize, u8)> {
     let chunks = text.chunks_exact(4);
     let tail = chunks.remainder();
     let tail_bytes = match tail.len() {
@@ -591,21 +717,20 @@ fn decode_flagged(text: &[u8], table: &[u8; 256], out: &mut [u8]) -> Option<(usi
     };
     let whole = chunks.len() * 3;
     let (body_out, tail_out) = out.get_mut(..whole + tail_bytes)?.split_at_mut(whole);
-    let entry = |c: u8| table[usize::from(c)];
-    let mut seen = 0u8;
+    let [w0, w1, w2, w3] = &table.wide;
+    let mut seen_groups = 0u32;
     for (chunk, slot) in chunks.zip(body_out.chunks_exact_mut(3)) {
         let &[a, b, c, d] = chunk else {
             return None;
         };
-        let (a, b, c, d) = (entry(a), entry(b), entry(c), entry(d));
-        seen |= a | b | c | d;
-        let v = (u32::from(a & 63) << 18)
-            | (u32::from(b & 63) << 12)
-            | (u32::from(c & 63) << 6)
-            | u32::from(d & 63);
-        let [_, x, y, z] = v.to_be_bytes();
+        let group =
+            w0[usize::from(a)] | w1[usize::from(b)] | w2[usize::from(c)] | w3[usize::from(d)];
+        seen_groups |= group;
+        let [_flags, x, y, z] = group.to_be_bytes();
         slot.copy_from_slice(&[x, y, z]);
     }
+    let entry = |c: u8| table.table[usize::from(c)];
+    let [mut seen, ..] = seen_groups.to_be_bytes();
     match *tail {
         [] => {}
         [a, b] => {
@@ -679,7 +804,7 @@ pub fn decode_entry_id(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn decode_padded_to_vec(s: &str, table: &[u8; 256]) -> Option<Vec<u8>> {
+fn decode_padded_to_vec(s: &str, table: &Alphabet) -> Option<Vec<u8>> {
     let mut out = vec![0u8; s.len() / 4 * 3];
     let len = decode_padded(s.as_bytes(), table, &mut out)?;
     out.truncate(len);
@@ -831,7 +956,7 @@ mod tests {
         Some(ExchangeId {
             format,
             kind,
-            mailbox_guid: guid.map(str::to_owned),
+            mailbox_guid: guid.map(|g| MailboxGuid::parse(g).expect("a GUID")),
         })
     }
 
@@ -870,6 +995,89 @@ mod tests {
         classify_mailbox_bytes(format, &bytes)
     }
 
+    fn mailbox_id(text: &str) -> Option<ExchangeId> {
+        classify_mailbox_id(text.as_bytes(), &mut [0u8; MAX_DECODED_LEN]).map(|(id, _)| id)
+    }
+
+    /// `classify_keeping_bytes` classifies exactly like `classify` (also with a scratch
+    /// buffer full of an earlier ID's bytes), and the bytes it keeps are the strict
+    /// decoding of the ID's REST form, which the ID cache would otherwise compute.
+    fn assert_keeping_bytes_agrees(text: &str, scratch: &mut DecodeBuffer) {
+        let kept = classify_keeping_bytes(text, scratch);
+        assert_eq!(
+            kept.as_ref().map(|(id, _)| id.clone()),
+            classify(text),
+            "{text}"
+        );
+        let Some((id, bytes)) = kept else {
+            return;
+        };
+        match id.format {
+            IdFormat::RestId | IdFormat::EwsId | IdFormat::ConversationId => {
+                let bytes = bytes.expect("a mailbox ID keeps its bytes");
+                assert_eq!(
+                    Some(bytes.bytes.to_vec()),
+                    decode_rest(&ews_to_rest(text)),
+                    "{text}"
+                );
+                assert_eq!(bytes.padded, text.ends_with('='), "{text}");
+            }
+            _ => assert_eq!(bytes, None, "{text}"),
+        }
+    }
+
+    /// The per-position `match` that `is_guid_text` replaced, kept as its reference.
+    fn is_guid_text_reference(moniker: &[u8]) -> bool {
+        moniker.len() == GUID_TEXT_LEN
+            && moniker.iter().enumerate().all(|(i, &c)| match i {
+                8 | 13 | 18 | 23 => c == b'-',
+                _ => c.is_ascii_hexdigit(),
+            })
+    }
+
+    #[test]
+    fn guid_check_and_lower_casing_agree_with_the_plain_ones() {
+        let guid = b"6F9A2A92-8527-4d64-837e-b5312852f36D";
+        assert!(is_guid_text(guid));
+        assert_eq!(
+            MailboxGuid::parse(std::str::from_utf8(guid).unwrap()).map(|g| g.to_string()),
+            Some(String::from_utf8(guid.to_ascii_lowercase()).unwrap())
+        );
+        for at in 0..guid.len() {
+            for c in 0..=u8::MAX {
+                let mut text = *guid;
+                text[at] = c;
+                assert_eq!(
+                    is_guid_text(&text),
+                    is_guid_text_reference(&text),
+                    "{at} {c}"
+                );
+                let parsed = std::str::from_utf8(&text).ok().and_then(MailboxGuid::parse);
+                if let Some(parsed) = parsed {
+                    assert_eq!(parsed.as_str().as_bytes(), text.to_ascii_lowercase());
+                }
+            }
+        }
+        assert!(!is_guid_text(&guid[1..]));
+        assert!(!is_guid_text(b""));
+    }
+
+    #[test]
+    fn keeping_the_bytes_changes_no_classification() {
+        let mut scratch = [0xa5u8; MAX_DECODED_LEN];
+        for sample in ID_SAMPLES.iter().chain(&[GUID, UPN, CHANGEKEY]) {
+            for text in [
+                sample.to_string(),
+                ews_to_rest(sample),
+                rest_to_ews(sample),
+                sample.trim_end_matches('=').to_owned(),
+                format!("{sample}AAAA"),
+            ] {
+                assert_keeping_bytes_agrees(&text, &mut scratch);
+            }
+        }
+    }
+
     #[test]
     fn one_pass_alphabet_detection_agrees_with_the_reference_on_samples() {
         for sample in ID_SAMPLES {
@@ -884,7 +1092,7 @@ mod tests {
             ];
             for text in variants {
                 assert_eq!(
-                    classify_mailbox_id(text.as_bytes()),
+                    mailbox_id(&text),
                     classify_mailbox_id_reference(&text),
                     "{text}"
                 );
@@ -1458,10 +1666,28 @@ mod tests {
             let encoded = STANDARD.encode(&bytes);
             for text in [edited, noise, ews_to_rest(&encoded), encoded] {
                 prop_assert_eq!(
-                    classify_mailbox_id(text.as_bytes()),
+                    mailbox_id(&text),
                     classify_mailbox_id_reference(&text),
                     "{}", text
                 );
+            }
+        }
+
+        #[test]
+        fn keeping_the_bytes_agrees_on_edited_ids(
+            sample in prop::sample::select(ID_SAMPLES.to_vec()),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), prop::sample::select(vec!['A', 'B', '-', '_', '+', '/', '=', 'g'])), 0..3),
+            noise in "[A-Za-z0-9_=+/-]{0,200}",
+        ) {
+            let mut chars: Vec<char> = sample.chars().collect();
+            for (at, c) in edits {
+                let at = at.index(chars.len());
+                chars[at] = c;
+            }
+            let edited: String = chars.into_iter().collect();
+            let mut scratch = [0x5au8; MAX_DECODED_LEN];
+            for text in [edited, noise] {
+                assert_keeping_bytes_agrees(&text, &mut scratch);
             }
         }
 

@@ -277,11 +277,12 @@ impl IdLookup {
             if !seen.insert(candidate.lookup.as_str()) || !is_source_type(candidate) {
                 continue;
             }
-            match self
-                .inner
-                .store
-                .lookup_cached(&caller.tenant, &candidate.lookup)
-            {
+            let cached = self.inner.store.lookup_cached_compact(
+                &caller.tenant,
+                &candidate.lookup,
+                candidate.cache_key(),
+            );
+            match cached {
                 Lookup::Hit(immutable) => {
                     metrics.translate_ids.inc("cached");
                     found.insert(candidate.lookup.clone(), immutable);

@@ -18,15 +18,16 @@
 //!   (`[A-Za-z0-9_=+/-]`, at most 700 characters) is ignored, so a damaged store entry can
 //!   never inject a quote or a separator into a path or a `$filter`.
 
-use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::ops::Range;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
 use crate::config::SourceType;
-use crate::exchange_id::{self, IdFormat};
+use crate::exchange_id::{self, DecodeBuffer, IdFormat, MailboxGuid};
 use crate::hashing;
+use crate::id_store::CompactKey;
 use crate::json_scan::{self, ScanError};
 
 /// An ID written into a URL keeps only RFC 3986 unreserved characters raw, so `=` becomes
@@ -52,17 +53,31 @@ const MAX_REPLACEMENT_LEN: usize = 700;
 /// A translatable ID found in a request or response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
-    /// The ID as found, percent-decoded and unquoted, in its original alphabet.
-    pub original: String,
-    /// What to translate: the REST-alphabet form for an EWS ID, else `original`.
+    /// What to translate: the REST-alphabet form for an EWS ID, else the ID as found.
     pub lookup: String,
-    /// The format of `original` as classified (`EwsId` stays `EwsId`).
+    /// The ID as found, only where it differs from `lookup` (an EWS ID): most candidates
+    /// are REST IDs, and a second copy of each was a measurable cost. See `original`.
+    ews_original: Option<String>,
+    /// The format of the ID as found, as classified (`EwsId` stays `EwsId`).
     pub format: IdFormat,
     /// From the ID's moniker, for grouping translateExchangeIds calls by mailbox.
-    pub mailbox_guid: Option<String>,
+    pub mailbox_guid: Option<MailboxGuid>,
+    /// `lookup`'s key in the ID cache, made from the decoding `classify` did anyway (REST
+    /// and EWS IDs whose bytes fit inline), so the look-up need not decode it again.
+    cache_key: Option<CompactKey>,
 }
 
 impl Candidate {
+    /// The ID as found, percent-decoded and unquoted, in its original alphabet.
+    pub fn original(&self) -> &str {
+        self.ews_original.as_deref().unwrap_or(&self.lookup)
+    }
+
+    /// The ID cache's key for `lookup`, when classifying already worked it out.
+    pub fn cache_key(&self) -> Option<&CompactKey> {
+        self.cache_key.as_ref()
+    }
+
     /// The `sourceIdType` that `lookup` must be sent with: `restId` for an EWS ID, because
     /// the lookup form is already in the REST alphabet.
     pub fn source_id_type(&self) -> IdFormat {
@@ -102,19 +117,32 @@ pub struct Rewritten<T> {
 
 /// `text` as a candidate when it classifies as a translatable item of one of `sources`.
 pub fn candidate_for(text: &str, sources: &[SourceType]) -> Option<Candidate> {
-    let id = exchange_id::classify(text)?;
+    candidate_decoding(text, sources, &mut [0u8; exchange_id::MAX_DECODED_LEN])
+}
+
+/// `candidate_for` with the classifier's decoding buffer supplied by the caller: a scan
+/// offers every string of a body and reuses one buffer for all of them.
+fn candidate_decoding(
+    text: &str,
+    sources: &[SourceType],
+    scratch: &mut DecodeBuffer,
+) -> Option<Candidate> {
+    let (id, decoded) = exchange_id::classify_keeping_bytes(text, scratch)?;
     if !id.is_translatable() || !sources.contains(&source_type(id.format)?) {
         return None;
     }
-    let lookup = match id.format {
-        IdFormat::EwsId => exchange_id::ews_to_rest(text),
-        _ => text.to_owned(),
+    // An EWS ID decodes to the same bytes as its REST form, so the key fits `lookup`.
+    let cache_key = decoded.and_then(|d| CompactKey::from_rest_decoding(d.bytes, d.padded));
+    let (lookup, ews_original) = match id.format {
+        IdFormat::EwsId => (exchange_id::ews_to_rest(text), Some(text.to_owned())),
+        _ => (text.to_owned(), None),
     };
     Some(Candidate {
-        original: text.to_owned(),
         lookup,
+        ews_original,
         format: id.format,
         mailbox_guid: id.mailbox_guid,
+        cache_key,
     })
 }
 
@@ -266,26 +294,71 @@ fn scan_strings(
     response_keys_only: bool,
 ) -> Result<JsonIds, ScanError> {
     let mut ids = JsonIds::default();
-    let mut index: hashing::Map<String, usize> = hashing::Map::default();
+    let mut index = LookupIndex::default();
+    let mut scratch = [0u8; exchange_id::MAX_DECODED_LEN];
     json_scan::visit_strings(body, |context, text, span| {
         if response_keys_only && !is_response_id_key(context.key) {
             return;
         }
-        let Some(candidate) = candidate_for(text, sources) else {
+        let Some(candidate) = candidate_decoding(text, sources, &mut scratch) else {
             return;
         };
-        let at = match index.get(&candidate.lookup) {
-            Some(&at) => at,
-            None => {
-                let at = ids.candidates.len();
-                index.insert(candidate.lookup.clone(), at);
-                ids.candidates.push(candidate);
-                at
-            }
-        };
+        let at = index.position_or_push(&mut ids.candidates, candidate);
         ids.sites.push((span, at));
     })?;
     Ok(ids)
+}
+
+/// Deduplicates candidates by `lookup` without keeping a second copy of each one's text:
+/// it maps the hash of a `lookup` to the first candidate with that hash and chains any
+/// later ones with the same hash, so two IDs that collide in 64 bits are still told apart
+/// by comparing the texts.
+#[derive(Default)]
+struct LookupIndex {
+    state: hashing::State,
+    first: hashing::Map<u64, usize>,
+    /// For candidate `i`, the next candidate whose `lookup` has the same hash.
+    next: Vec<Option<usize>>,
+}
+
+impl LookupIndex {
+    /// Where `candidates` holds one with `candidate.lookup`; when none does, it is
+    /// appended (`candidates` must only ever grow through this index).
+    fn position_or_push(&mut self, candidates: &mut Vec<Candidate>, candidate: Candidate) -> usize {
+        let hash = self.state.hash_one(candidate.lookup.as_str());
+        self.position_or_push_hashed(candidates, candidate, hash)
+    }
+
+    /// `position_or_push` with the hash given (tests force collisions through it).
+    fn position_or_push_hashed(
+        &mut self,
+        candidates: &mut Vec<Candidate>,
+        candidate: Candidate,
+        hash: u64,
+    ) -> usize {
+        let mut at = self.first.get(&hash).copied();
+        let mut last = None;
+        while let Some(i) = at {
+            if candidates
+                .get(i)
+                .is_some_and(|c| c.lookup == candidate.lookup)
+            {
+                return i;
+            }
+            last = Some(i);
+            at = self.next.get(i).copied().flatten();
+        }
+        let new = candidates.len();
+        candidates.push(candidate);
+        self.next.push(None);
+        match last.and_then(|i| self.next.get_mut(i)) {
+            Some(link) => *link = Some(new),
+            None => {
+                self.first.insert(hash, new);
+            }
+        }
+        new
+    }
 }
 
 impl JsonIds {
@@ -342,7 +415,7 @@ impl JsonIds {
     }
 
     fn usable(&self, candidate: &Candidate, answer: &str) -> bool {
-        answer != candidate.original && is_id_shaped(answer)
+        answer != candidate.original() && is_id_shaped(answer)
     }
 
     /// Writes `body` with `answers[i]` (one per candidate) at every site of candidate `i`
@@ -368,7 +441,12 @@ impl JsonIds {
             };
             let out = out.get_or_insert_with(|| Vec::with_capacity(body.len() + 64));
             out.extend_from_slice(before);
-            json_scan::push_quoted(out, immutable.as_ref());
+            // Every answer passed `usable`, so it is ID-shaped: none of its characters needs
+            // a JSON escape, and it goes in between quotes as it is (what `push_quoted`
+            // would write, without searching it for escapes).
+            out.push(b'"');
+            out.extend_from_slice(immutable.as_ref().as_bytes());
+            out.push(b'"');
             copied = span.end;
             replaced(candidate, immutable.as_ref());
         }
@@ -446,7 +524,8 @@ fn is_response_id_key(key: Option<&str>) -> bool {
 /// Collects candidates in the order found, once per `lookup`.
 struct Candidates<'s> {
     sources: &'s [SourceType],
-    seen: HashSet<String>,
+    index: LookupIndex,
+    scratch: DecodeBuffer,
     list: Vec<Candidate>,
 }
 
@@ -454,16 +533,15 @@ impl<'s> Candidates<'s> {
     fn new(sources: &'s [SourceType]) -> Self {
         Candidates {
             sources,
-            seen: HashSet::new(),
+            index: LookupIndex::default(),
+            scratch: [0u8; exchange_id::MAX_DECODED_LEN],
             list: Vec::new(),
         }
     }
 
     fn offer(&mut self, text: &str) {
-        if let Some(candidate) = candidate_for(text, self.sources) {
-            if self.seen.insert(candidate.lookup.clone()) {
-                self.list.push(candidate);
-            }
+        if let Some(candidate) = candidate_decoding(text, self.sources, &mut self.scratch) {
+            self.index.position_or_push(&mut self.list, candidate);
         }
     }
 }
@@ -474,6 +552,7 @@ struct Applier<'a> {
     map: &'a dyn Fn(&str) -> Option<String>,
     batch_request_id: Option<String>,
     applied: Vec<Replacement>,
+    scratch: DecodeBuffer,
 }
 
 impl<'a> Applier<'a> {
@@ -483,12 +562,13 @@ impl<'a> Applier<'a> {
             map,
             batch_request_id: None,
             applied: Vec::new(),
+            scratch: [0u8; exchange_id::MAX_DECODED_LEN],
         }
     }
 
     /// The immutable ID to put where `text` is, if there is one and it differs.
     fn replace(&mut self, text: &str, place: Place) -> Option<String> {
-        let candidate = candidate_for(text, self.sources)?;
+        let candidate = candidate_decoding(text, self.sources, &mut self.scratch)?;
         let immutable = (self.map)(&candidate.lookup)?;
         if immutable == text || !is_id_shaped(&immutable) {
             return None;
@@ -533,14 +613,28 @@ impl<'a> Applier<'a> {
 }
 
 fn is_id_shaped(text: &str) -> bool {
+    // One table load and one AND a byte: the eight comparisons of `is_id_char` were not
+    // vectorised, and cost four instructions a byte of every answer spliced in.
     !text.is_empty()
         && text.len() <= MAX_REPLACEMENT_LEN
-        && text.bytes().fold(true, |shaped, c| shaped & is_id_char(c))
+        && text
+            .bytes()
+            .fold(true, |shaped, c| shaped & ID_CHARS[usize::from(c)])
 }
 
-/// `[A-Za-z0-9_=+/-]`, in comparisons without branches: `is_id_shaped` folds it over every
-/// answer spliced into a body, and this form lets the compiler do that a vector at a time.
-fn is_id_char(c: u8) -> bool {
+/// `is_id_char` of every byte value.
+static ID_CHARS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        table[c] = is_id_char(c as u8);
+        c += 1;
+    }
+    table
+};
+
+/// `[A-Za-z0-9_=+/-]`.
+const fn is_id_char(c: u8) -> bool {
     (c.wrapping_sub(b'A') < 26)
         | (c.wrapping_sub(b'a') < 26)
         | (c.wrapping_sub(b'0') < 10)
@@ -924,11 +1018,71 @@ mod tests {
         );
     }
 
+    /// The deduplication `LookupIndex` replaced: a set of copied `lookup`s.
+    fn dedupe_reference(candidates: &[Candidate]) -> (Vec<Candidate>, Vec<usize>) {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut list = Vec::new();
+        let mut positions = Vec::new();
+        for c in candidates {
+            let at = *seen.entry(c.lookup.clone()).or_insert_with(|| {
+                list.push(c.clone());
+                list.len() - 1
+            });
+            positions.push(at);
+        }
+        (list, positions)
+    }
+
+    fn sample_candidates() -> Vec<Candidate> {
+        [REST_MSG, REST_RLE_MSG, ENTRYID, EWS_MSG_SEARCH]
+            .iter()
+            .map(|id| candidate_for(id, &ALL).expect("an item"))
+            .collect()
+    }
+
+    #[test]
+    fn lookup_index_tells_colliding_hashes_apart() {
+        let samples = sample_candidates();
+        let order = [0, 1, 0, 2, 3, 1, 3, 2, 0];
+        let offered: Vec<Candidate> = order.iter().map(|&i| samples[i].clone()).collect();
+        let (expected, expected_positions) = dedupe_reference(&offered);
+        // Every hash the same: only the chain of text comparisons keeps the IDs apart.
+        for hash_of in [|_: usize| 7u64, |i: usize| i as u64 % 2] {
+            let mut index = LookupIndex::default();
+            let mut list = Vec::new();
+            let positions: Vec<usize> = order
+                .iter()
+                .map(|&i| index.position_or_push_hashed(&mut list, samples[i].clone(), hash_of(i)))
+                .collect();
+            assert_eq!(list, expected);
+            assert_eq!(positions, expected_positions);
+        }
+    }
+
+    #[test]
+    fn id_shape_agrees_with_a_plain_check_at_every_length_and_position() {
+        let plain = |text: &str| {
+            !text.is_empty() && text.len() <= MAX_REPLACEMENT_LEN && text.bytes().all(is_id_char)
+        };
+        for len in [0, 1, 15, 16, 17, 31, 32, 33, 68, 152, 699, 700, 701] {
+            let good = "A".repeat(len);
+            assert_eq!(is_id_shaped(&good), plain(&good), "{len}");
+            for at in 0..len.min(70) {
+                for bad in ['"', ' ', '.', '%', 'é'] {
+                    let mut text = good.clone();
+                    text.replace_range(at..at + 1, &bad.to_string());
+                    assert_eq!(is_id_shaped(&text), plain(&text), "{len} {at} {bad}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn id_characters_are_exactly_the_two_alphabets_and_padding() {
         for c in 0..=u8::MAX {
             let expected = c.is_ascii_alphanumeric() || b"-_=+/".contains(&c);
             assert_eq!(is_id_char(c), expected, "{c}");
+            assert_eq!(ID_CHARS[usize::from(c)], expected, "{c}");
         }
     }
 
@@ -967,14 +1121,13 @@ mod tests {
             REST_MSG.replace('=', "%3D")
         );
         let candidates = candidates_in_target(&target, &ALL);
+        assert_eq!(candidates.len(), 1);
+        assert_eq!(candidates[0].original(), REST_MSG);
+        assert_eq!(candidates[0].lookup, REST_MSG);
+        assert_eq!(candidates[0].format, IdFormat::RestId);
         assert_eq!(
-            candidates,
-            vec![Candidate {
-                original: REST_MSG.to_owned(),
-                lookup: REST_MSG.to_owned(),
-                format: IdFormat::RestId,
-                mailbox_guid: Some("80734d9e-5abb-456d-b0b8-1b9029d643e9".to_owned()),
-            }]
+            candidates[0].mailbox_guid.map(|g| g.to_string()).as_deref(),
+            Some("80734d9e-5abb-456d-b0b8-1b9029d643e9")
         );
         assert_eq!(
             rewrite_target(&target, &ALL, &known),
@@ -1037,7 +1190,7 @@ mod tests {
         let target = format!("/v1.0/me/events/{encoded}");
         let candidates = candidates_in_target(&target, &ALL);
         assert_eq!(candidates.len(), 1);
-        assert_eq!(candidates[0].original, EWS_MSG_SEARCH);
+        assert_eq!(candidates[0].original(), EWS_MSG_SEARCH);
         assert_eq!(
             candidates[0].lookup,
             exchange_id::ews_to_rest(EWS_MSG_SEARCH)
@@ -1411,6 +1564,19 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn lookup_index_deduplicates_like_a_set_of_copies(order in prop::collection::vec(0usize..4, 0..40)) {
+            let samples = sample_candidates();
+            let offered: Vec<Candidate> = order.iter().map(|&i| samples[i].clone()).collect();
+            let mut index = LookupIndex::default();
+            let mut list = Vec::new();
+            let positions: Vec<usize> = offered
+                .iter()
+                .map(|c| index.position_or_push(&mut list, c.clone()))
+                .collect();
+            prop_assert_eq!((list, positions), dedupe_reference(&offered));
+        }
 
         #[test]
         fn identity_map_never_changes_a_body(body in json_body()) {

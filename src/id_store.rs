@@ -45,6 +45,7 @@ mod cache;
 mod compact;
 mod import;
 
+pub use compact::CompactKey;
 pub use import::CsvProblem;
 
 /// (tenant, regular REST ID) -> immutable REST ID, all stored as the strings Graph gave.
@@ -268,6 +269,25 @@ impl IdStore {
         self.lookup_cached_with(tenant, regular, || now)
     }
 
+    /// `lookup_cached` for an ID whose compact form is already known: `key` must be
+    /// `CompactKey::from_rest_decoding` of `regular`'s own decoding (`id_rewrite::Candidate`
+    /// carries one), which spares decoding the text again. Without a key, or for an ID the
+    /// store would not cache, this is `lookup_cached`.
+    pub fn lookup_cached_compact(
+        &self,
+        tenant: &str,
+        regular: &str,
+        key: Option<&CompactKey>,
+    ) -> Lookup {
+        match key {
+            Some(key) if storable(regular) => {
+                let probe = ProbeKey::compacted(&self.hasher, tenant, key.form(), key.bytes());
+                self.lookup_probe(tenant, Some(probe), Instant::now)
+            }
+            _ => self.lookup_cached(tenant, regular),
+        }
+    }
+
     /// `lookup_cached` with the clock read only when a negative entry needs it.
     fn lookup_cached_with(
         &self,
@@ -275,7 +295,18 @@ impl IdStore {
         regular: &str,
         now: impl FnOnce() -> Instant,
     ) -> Lookup {
-        let answer = match self.probe(tenant, regular) {
+        let mut buffer = [0u8; MAX_ID_BYTES];
+        self.lookup_probe(tenant, self.probe(tenant, regular, &mut buffer), now)
+    }
+
+    /// Looks `key` (of an ID of `tenant`) up in memory and counts the hit or miss.
+    fn lookup_probe(
+        &self,
+        tenant: &str,
+        key: Option<ProbeKey<'_>>,
+        now: impl FnOnce() -> Instant,
+    ) -> Lookup {
+        let answer = match key {
             Some(key) => {
                 let now_ms = || self.millis(now());
                 let (answer, delta) = self.shard(key.hash).get(tenant, &key, now_ms);
@@ -429,7 +460,8 @@ impl IdStore {
     }
 
     fn cache_put(&self, tenant: &str, regular: &str, value: &Value<'_>, now_ms: u64) {
-        if let Some(key) = self.probe(tenant, regular) {
+        let mut buffer = [0u8; MAX_ID_BYTES];
+        if let Some(key) = self.probe(tenant, regular, &mut buffer) {
             let delta = self
                 .shard(key.hash)
                 .put(&self.hasher, tenant, &key, value, now_ms);
@@ -438,17 +470,23 @@ impl IdStore {
     }
 
     fn forget_cached(&self, tenant: &str, regular: &str) {
-        if let Some(key) = self.probe(tenant, regular) {
+        let mut buffer = [0u8; MAX_ID_BYTES];
+        if let Some(key) = self.probe(tenant, regular, &mut buffer) {
             let delta = self.shard(key.hash).remove(tenant, &key);
             self.metrics.id_cache_entries.add(delta);
         }
     }
 
-    fn probe(&self, tenant: &str, id: &str) -> Option<ProbeKey> {
+    fn probe<'k>(
+        &self,
+        tenant: &str,
+        id: &str,
+        buffer: &'k mut [u8; MAX_ID_BYTES],
+    ) -> Option<ProbeKey<'k>> {
         if !storable(id) {
             return None;
         }
-        ProbeKey::new(&self.hasher, tenant, id)
+        ProbeKey::new(&self.hasher, tenant, id, buffer)
     }
 
     fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
@@ -1035,6 +1073,61 @@ mod tests {
             store.lookup_persistent("t", &[&long, ""]).unwrap(),
             vec![None, None]
         );
+    }
+
+    /// The key a caller made while classifying finds exactly what the ID's text finds:
+    /// hits, failures, misses, another tenant's entries, and the metrics of each.
+    #[test]
+    fn a_look_up_by_compact_key_answers_and_counts_like_one_by_text() {
+        let keys = crate::sim::ids::MailboxKeys {
+            mailbox_guid: *b"compact-mailbox1",
+            store_uid: *b"compact-storeuid",
+            db_guid: *b"compact-database",
+        };
+        let ids: Vec<String> = (0..6)
+            .map(|n| crate::sim::ids::to_rest(&crate::sim::ids::regular_item_id(&keys, 1, n)))
+            .collect();
+        let sources = [config::SourceType::RestId];
+        let by_text = Arc::new(Metrics::new());
+        let by_key = Arc::new(Metrics::new());
+        let stores = [
+            IdStore::memory_only(cap(100), TTL, by_text.clone()),
+            IdStore::memory_only(cap(100), TTL, by_key.clone()),
+        ];
+        for store in &stores {
+            store
+                .insert_many(
+                    "t",
+                    &[
+                        (ids[0].clone(), immutable(0)),
+                        (ids[1].clone(), immutable(1)),
+                    ],
+                )
+                .unwrap();
+            store
+                .insert_many("u", &[(ids[2].clone(), immutable(2))])
+                .unwrap();
+            store.remember_failure("t", &ids[3]);
+        }
+        for id in &ids {
+            let candidate = crate::id_rewrite::candidate_for(id, &sources).unwrap();
+            assert!(candidate.cache_key().is_some(), "{id}");
+            for tenant in ["t", "u"] {
+                assert_eq!(
+                    stores[1].lookup_cached_compact(tenant, id, candidate.cache_key()),
+                    stores[0].lookup_cached(tenant, id),
+                    "{tenant} {id}"
+                );
+            }
+            // Without a key it is the text look-up.
+            assert_eq!(
+                stores[1].lookup_cached_compact("t", id, None),
+                stores[0].lookup_cached("t", id)
+            );
+        }
+        assert_eq!(by_key.id_cache_hits.get(), by_text.id_cache_hits.get());
+        assert_eq!(by_key.id_cache_misses.get(), by_text.id_cache_misses.get());
+        assert_eq!(by_key.id_cache_hits.get(), 2 * 3 + 1);
     }
 
     #[test]

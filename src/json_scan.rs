@@ -416,10 +416,34 @@ impl<'a> Scanner<'a> {
 
 /// The offset of the first `"`, `\` or control character at or after `from`, or the
 /// input length (`from` when it is past the end). String contents are most of a Graph
-/// body, so this is two vectorised passes rather than a loop over bytes: memchr finds the
-/// quote or backslash, then the lowest byte before it says whether a control character
-/// came first (a fold without early exit, which the compiler vectorises).
+/// body, so past its first 16 bytes this is two vectorised passes rather than a loop over
+/// bytes: memchr finds the quote or backslash, then the lowest byte before it says whether
+/// a control character came first (a fold without early exit, which the compiler
+/// vectorises).
 fn find_string_special(bytes: &[u8], from: usize) -> usize {
+    let Some(rest) = bytes.get(from..) else {
+        return from;
+    };
+    // Most strings of a Graph body are short (keys, names, flags, numbers as text): the
+    // first two words are tested eight bytes at a time, which costs less than setting up
+    // memchr for a string that ends within them.
+    let mut tested = 0;
+    for word in rest.chunks_exact(8).take(SHORT_STRING_WORDS) {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let special = special_bytes(u64::from_le_bytes(word));
+        if special != 0 {
+            // Little-endian: the lowest flagged byte is the first one in the text.
+            return from + tested + (special.trailing_zeros() / 8) as usize;
+        }
+        tested += 8;
+    }
+    find_special_past_short(bytes, from + tested)
+}
+
+/// `find_string_special` without its short-string start: for a text that is likely long.
+fn find_special_past_short(bytes: &[u8], from: usize) -> usize {
     let Some(rest) = bytes.get(from..) else {
         return from;
     };
@@ -434,6 +458,24 @@ fn find_string_special(bytes: &[u8], from: usize) -> usize {
     from + end
 }
 
+/// Words `find_string_special` tests itself before handing the rest to memchr.
+const SHORT_STRING_WORDS: usize = 2;
+
+/// The high bit of each byte of `word` that is a `"`, a `\` or a control character, plus
+/// possibly bits of later bytes (a borrow carries past the first hit). The lowest set bit
+/// is always exact: below the first hit no subtraction borrows, and a byte's high bit
+/// survives `x - 0x01 & !x` only when the byte is zero, `w - 0x20 & !w` only when it is
+/// below 0x20.
+fn special_bytes(word: u64) -> u64 {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    quote | backslash | control
+}
+
 /// Writes `text` as a JSON string: only what JSON requires is escaped, so `/` and
 /// non-ASCII stay raw as Graph itself writes them. Runs without an escape (all of an ID)
 /// are copied whole.
@@ -442,7 +484,8 @@ pub fn push_quoted(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
     let mut run_start = 0;
     loop {
-        let i = find_string_special(bytes, run_start);
+        // Replacements are mostly IDs and links, longer than the short-string words.
+        let i = find_special_past_short(bytes, run_start);
         out.extend_from_slice(bytes.get(run_start..i).unwrap_or_default());
         let Some(&byte) = bytes.get(i) else {
             break;
@@ -833,7 +876,39 @@ mod tests {
         }
     }
 
+    #[test]
+    fn word_test_finds_the_first_special_byte_of_every_word_shape() {
+        // Every byte value at every position, after plain bytes and before every kind of
+        // byte that a carry could turn into a false hit (zero, control, quote, high).
+        for at in 0..8 {
+            for value in 0..=u8::MAX {
+                for after in [0x00, 0x01, 0x1f, 0x20, b'"', b'\\', b'a', 0x80, 0xff] {
+                    let mut word = [b'a'; 8];
+                    word[at] = value;
+                    for later in word.iter_mut().skip(at + 1) {
+                        *later = after;
+                    }
+                    let plain = word.iter().position(|&b| is_string_special(b));
+                    let special = special_bytes(u64::from_le_bytes(word));
+                    let fast = (special != 0).then(|| (special.trailing_zeros() / 8) as usize);
+                    assert_eq!(fast, plain, "{word:?}");
+                }
+            }
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn word_test_agrees_with_a_plain_scan(word in proptest::array::uniform8(proptest::prop_oneof![
+            3 => proptest::num::u8::ANY,
+            1 => proptest::sample::select(vec![0u8, 1, 0x1f, 0x20, 0x21, b'"', b'\\', 0x5b, 0x5d, 0x80]),
+        ])) {
+            let plain = word.iter().position(|&b| is_string_special(b));
+            let special = special_bytes(u64::from_le_bytes(word));
+            let fast = (special != 0).then(|| (special.trailing_zeros() / 8) as usize);
+            proptest::prop_assert_eq!(fast, plain);
+        }
+
         #[test]
         fn block_search_finds_the_first_special_byte(
             bytes in proptest::collection::vec(

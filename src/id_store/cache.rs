@@ -21,32 +21,46 @@ pub(super) enum Value<'a> {
     Failed { until_ms: u64 },
 }
 
-/// A looked-up ID in its compact form, hashed once outside the shard lock. The form lives
-/// in an inline buffer (IDs are at most `MAX_ID_BYTES`, and the compact form is never
-/// longer), so a look-up allocates nothing for its key.
-pub(super) struct ProbeKey {
+/// A looked-up ID in its compact form, hashed once outside the shard lock. The form is
+/// borrowed: from a stack buffer the ID was compacted into (IDs are at most
+/// `MAX_ID_BYTES`, and the compact form is never longer), or from a `CompactKey` made
+/// while classifying, so a look-up allocates nothing for its key.
+pub(super) struct ProbeKey<'k> {
     pub(super) form: u8,
-    buffer: [u8; MAX_ID_BYTES],
-    len: usize,
+    bytes: &'k [u8],
     pub(super) hash: u64,
 }
 
-impl ProbeKey {
-    /// `id` compacted and hashed with `tenant`; `None` when it is longer than an ID can be.
-    pub(super) fn new(state: &hashing::State, tenant: &str, id: &str) -> Option<ProbeKey> {
-        let mut buffer = [0u8; MAX_ID_BYTES];
-        let (form, len) = compact_to(id, &mut buffer)?;
-        let hash = entry_hash(state, tenant, form, buffer.get(..len)?);
-        Some(ProbeKey {
+impl<'k> ProbeKey<'k> {
+    /// `id` compacted into `buffer` and hashed with `tenant`; `None` when it is longer
+    /// than an ID can be.
+    pub(super) fn new(
+        state: &hashing::State,
+        tenant: &str,
+        id: &str,
+        buffer: &'k mut [u8; MAX_ID_BYTES],
+    ) -> Option<ProbeKey<'k>> {
+        let (form, len) = compact_to(id, buffer)?;
+        let buffer: &'k [u8] = buffer;
+        Some(ProbeKey::compacted(state, tenant, form, buffer.get(..len)?))
+    }
+
+    /// A key already in compact form, hashed with `tenant`.
+    pub(super) fn compacted(
+        state: &hashing::State,
+        tenant: &str,
+        form: u8,
+        bytes: &'k [u8],
+    ) -> ProbeKey<'k> {
+        ProbeKey {
             form,
-            buffer,
-            len,
-            hash,
-        })
+            bytes,
+            hash: entry_hash(state, tenant, form, bytes),
+        }
     }
 
     pub(super) fn bytes(&self) -> &[u8] {
-        self.buffer.get(..self.len).unwrap_or_default()
+        self.bytes
     }
 }
 
@@ -149,7 +163,7 @@ fn deadline(value: &[u8]) -> u64 {
         .map_or(0, |b| u64::from_le_bytes(*b))
 }
 
-fn build_entry(key: &ProbeKey, value: &Value<'_>) -> Option<Box<[u8]>> {
+fn build_entry(key: &ProbeKey<'_>, value: &Value<'_>) -> Option<Box<[u8]>> {
     let key_bytes = key.bytes();
     let key_len = u16::try_from(key_bytes.len()).ok()?;
     let mut value_bytes = Vec::new();
@@ -301,7 +315,7 @@ impl Shard {
     }
 
     /// The slot holding exactly this tenant's key, if any.
-    fn find(&self, tenant: &str, key: &ProbeKey) -> Option<usize> {
+    fn find(&self, tenant: &str, key: &ProbeKey<'_>) -> Option<usize> {
         let ix = *self.index.get(&Prehashed::from(key.hash))? as usize;
         let tenant_id = self.tenants.id(tenant)?;
         let slot = self.slots.get(ix)?;
@@ -317,7 +331,7 @@ impl Shard {
     pub(super) fn get(
         &mut self,
         tenant: &str,
-        key: &ProbeKey,
+        key: &ProbeKey<'_>,
         now_ms: impl FnOnce() -> u64,
     ) -> (Lookup, i64) {
         let Some(ix) = self.find(tenant, key) else {
@@ -355,7 +369,7 @@ impl Shard {
         &mut self,
         state: &hashing::State,
         tenant: &str,
-        key: &ProbeKey,
+        key: &ProbeKey<'_>,
         value: &Value<'_>,
         now_ms: u64,
     ) -> i64 {
@@ -426,7 +440,7 @@ impl Shard {
         delta
     }
 
-    pub(super) fn remove(&mut self, tenant: &str, key: &ProbeKey) -> i64 {
+    pub(super) fn remove(&mut self, tenant: &str, key: &ProbeKey<'_>) -> i64 {
         match self.find(tenant, key) {
             Some(ix) => {
                 self.remove_at(ix, key.hash);

@@ -38,6 +38,57 @@ pub(super) fn compact_to(id: &str, out: &mut [u8]) -> Option<(u8, usize)> {
     Some((RAW, raw.len()))
 }
 
+/// Room inline for the compact key of a regular item ID: its REST text decodes to 113 bytes
+/// (a 70-byte message entry ID, the mailbox GUID text and their headers). Longer IDs are
+/// compacted at look-up as before.
+const INLINE_KEY_LEN: usize = 120;
+
+/// The compact form of a REST ID, worked out from the bytes `exchange_id` already decoded
+/// the ID's text to while classifying it, so that the cache look-up that follows does not
+/// decode the same text again. Inline, so carrying one allocates nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CompactKey {
+    form: u8,
+    len: u8,
+    bytes: [u8; INLINE_KEY_LEN],
+}
+
+impl CompactKey {
+    /// The compact form of a REST-alphabet ID whose strict decoding (padding canonical,
+    /// no left-over bits, as `classify` requires) gave `decoded`, `padded` when its text
+    /// ended in `=`. That is exactly what `compact_to` makes of the text: `decode_rest`
+    /// strips the (at most two) `=`, which leave a remainder of 3 or 2 characters, so the
+    /// form is `BASE64_PADDED`, or `BASE64` without them, and the bytes are the same strict
+    /// decoding. `None` when the bytes do not fit inline (then the look-up compacts the text).
+    pub fn from_rest_decoding(decoded: &[u8], padded: bool) -> Option<CompactKey> {
+        let len = u8::try_from(decoded.len()).ok()?;
+        let mut bytes = [0u8; INLINE_KEY_LEN];
+        bytes.get_mut(..decoded.len())?.copy_from_slice(decoded);
+        (!decoded.is_empty()).then_some(CompactKey {
+            form: if padded { BASE64_PADDED } else { BASE64 },
+            len,
+            bytes,
+        })
+    }
+
+    pub(super) fn form(&self) -> u8 {
+        self.form
+    }
+
+    pub(super) fn bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for CompactKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompactKey")
+            .field("form", &self.form)
+            .field("bytes", &self.bytes())
+            .finish()
+    }
+}
+
 /// Strict decoding of REST-alphabet base64 (`exchange_id`'s decoder, which `classify` runs
 /// on the same IDs): `None` unless the text re-encodes to exactly itself (canonical padding
 /// and zero left-over bits).
@@ -59,38 +110,49 @@ pub(super) fn expand(form: u8, bytes: &[u8]) -> Option<String> {
     match form {
         RAW => std::str::from_utf8(bytes).ok().map(str::to_owned),
         BASE64 | BASE64_PADDED => {
-            let mut s = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
+            let whole = bytes.len() / 3 * 4;
+            let tail_len = match (bytes.len() % 3, form) {
+                (0, _) => 0,
+                (_, BASE64_PADDED) => 4,
+                (1, _) => 2,
+                _ => 3,
+            };
+            // Sized exactly and filled in place: every hit of the cache expands its answer,
+            // and growing the string four characters at a time was most of that.
+            let mut s = vec![b'='; whole + tail_len];
+            let (body, tail_out) = s.split_at_mut_checked(whole)?;
             // Masked to six bits, so the index is always in the 64-entry alphabet.
             let char_at = |v: u32, shift: u32| REST_ALPHABET[(v >> shift & 63) as usize];
             let chunks = bytes.chunks_exact(3);
             let tail = chunks.remainder();
-            for chunk in chunks {
+            for (chunk, slot) in chunks.zip(body.chunks_exact_mut(4)) {
                 let &[a, b, c] = chunk else {
                     return None;
                 };
                 let v = u32::from_be_bytes([0, a, b, c]);
-                s.extend_from_slice(&[
+                slot.copy_from_slice(&[
                     char_at(v, 18),
                     char_at(v, 12),
                     char_at(v, 6),
                     char_at(v, 0),
                 ]);
             }
+            // The tail's characters; padding, if any, is already in place after them.
             match *tail {
                 [] => {}
                 [a] => {
                     let v = u32::from_be_bytes([0, a, 0, 0]);
-                    s.extend_from_slice(&[char_at(v, 18), char_at(v, 12)]);
-                    if form == BASE64_PADDED {
-                        s.extend_from_slice(b"==");
-                    }
+                    tail_out
+                        .get_mut(..2)?
+                        .copy_from_slice(&[char_at(v, 18), char_at(v, 12)]);
                 }
                 [a, b] => {
                     let v = u32::from_be_bytes([0, a, b, 0]);
-                    s.extend_from_slice(&[char_at(v, 18), char_at(v, 12), char_at(v, 6)]);
-                    if form == BASE64_PADDED {
-                        s.push(b'=');
-                    }
+                    tail_out.get_mut(..3)?.copy_from_slice(&[
+                        char_at(v, 18),
+                        char_at(v, 12),
+                        char_at(v, 6),
+                    ]);
                 }
                 _ => return None,
             }
@@ -213,6 +275,79 @@ pub(super) mod tests {
                 proptest::prop_assert_eq!(expand(form, &bytes), Some(text.clone()));
                 assert_agrees_with_the_references(&text);
             }
+        }
+    }
+
+    /// A candidate's cache key, made from classify's decoding, is exactly what compacting
+    /// its `lookup` text gives; IDs without one are compacted at look-up.
+    fn assert_key_is_the_compacted_lookup(id: &str) {
+        let sources = [
+            crate::config::SourceType::RestId,
+            crate::config::SourceType::EwsId,
+            crate::config::SourceType::EntryId,
+        ];
+        let Some(candidate) = crate::id_rewrite::candidate_for(id, &sources) else {
+            return;
+        };
+        let mut room = vec![0u8; candidate.lookup.len()];
+        let (form, len) = compact_to(&candidate.lookup, &mut room).expect("room enough");
+        match candidate.cache_key() {
+            Some(key) => {
+                assert_eq!((key.form(), key.bytes()), (form, &room[..len]), "{id}");
+            }
+            None => assert!(
+                candidate.format == crate::exchange_id::IdFormat::EntryId || len > INLINE_KEY_LEN,
+                "{id}"
+            ),
+        }
+    }
+
+    #[test]
+    fn candidate_keys_are_the_compacted_lookup() {
+        use crate::exchange_id::{ews_to_rest, rest_to_ews};
+        use crate::id_samples::*;
+        for sample in [
+            REST_MSG,
+            REST_RLE_MSG,
+            EWS_MSG_SEARCH,
+            ENTRYID,
+            REST_FOLDER,
+            REST_OCC,
+            CONV,
+            IMM,
+        ] {
+            for id in [sample.to_owned(), ews_to_rest(sample), rest_to_ews(sample)] {
+                assert_key_is_the_compacted_lookup(&id);
+            }
+        }
+        // Regular item IDs as the simulator encodes them, in both alphabets.
+        for n in 0..64 {
+            let keys = crate::sim::ids::MailboxKeys {
+                mailbox_guid: *b"compact-mailbox1",
+                store_uid: *b"compact-storeuid",
+                db_guid: *b"compact-database",
+            };
+            let rest = crate::sim::ids::to_rest(&crate::sim::ids::regular_item_id(&keys, 1, n));
+            assert_key_is_the_compacted_lookup(&rest);
+            assert_key_is_the_compacted_lookup(&rest_to_ews(&rest));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn candidate_keys_agree_on_any_message_id(
+            guid in proptest::array::uniform16(proptest::num::u8::ANY),
+            folder in proptest::num::u64::ANY,
+            item in proptest::num::u64::ANY,
+        ) {
+            let keys = crate::sim::ids::MailboxKeys {
+                mailbox_guid: guid,
+                store_uid: *b"compact-storeuid",
+                db_guid: *b"compact-database",
+            };
+            let rest = crate::sim::ids::to_rest(&crate::sim::ids::regular_item_id(&keys, folder, item));
+            assert_key_is_the_compacted_lookup(&rest);
+            assert_key_is_the_compacted_lookup(&crate::exchange_id::rest_to_ews(&rest));
         }
     }
 
